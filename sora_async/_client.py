@@ -1,0 +1,494 @@
+"""The aiohttp client: connects the pure protocol and policy to the network."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
+
+import aiohttp
+
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    RateLimitError,
+    ResponseDecodeError,
+    SoraError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from ._models import Task, TaskStatus
+from ._policy import PollPolicy, RetryPolicy
+from ._protocol import (
+    DEFAULT_BASE_URL,
+    TASKS_PATH,
+    CreateOptions,
+    auth_headers,
+    build_create_body,
+    clip,
+    create_rejected_unprocessed,
+    header,
+    normalize_base_url,
+    parse_create_response,
+    parse_retry_after,
+    parse_task_response,
+    task_path,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["DEFAULT_WAIT_TIMEOUT", "SoraClient"]
+
+logger = logging.getLogger("sora_async")
+
+DEFAULT_WAIT_TIMEOUT = 1800.0
+"""Seconds `wait_until_done`, `watch` and `generate` wait by default (30 min)."""
+
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+ProgressCallback = Callable[[Task], "Awaitable[object] | object"]
+"""Called with each new snapshot; may be a plain function or a coroutine function."""
+
+_T = TypeVar("_T")
+
+
+class _Response(NamedTuple):
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _OutOfTime(Exception):
+    """The wait's deadline leaves no room for another attempt."""
+
+
+class SoraClient:
+    """An asyncio client for CometAPI's Sora video task API.
+
+    Use it as an async context manager, or call `aclose()` when done::
+
+        async with SoraClient() as client:
+            task = await client.generate("a paper boat on a pond")
+            print(task.video_url)
+
+    Args:
+        api_key: The CometAPI key. Defaults to the `COMETAPI_KEY` variable.
+        base_url: The API's root URL. Defaults to `COMETAPI_BASE_URL`, else
+            https://api.cometapi.com. A trailing slash does not matter.
+        timeout: Seconds one HTTP request may take, all retries aside.
+        max_retries: How often a failed idempotent request is resent.
+        poll: The default `PollPolicy` for waits.
+        session: An `aiohttp.ClientSession` to use. The client never closes a
+            session it did not create.
+        allow_insecure_http: Allow a plain-http base URL to a host that is not
+            loopback. Off by default, since the key would travel in clear.
+        max_response_bytes: The largest response body that will be read.
+        retry: The backoff for resending failed requests.
+
+    Raises:
+        ValueError: No key was given or found in `COMETAPI_KEY`, or the base
+            URL is unusable.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        poll: PollPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
+        key = key.strip()
+        if not key:
+            raise ValueError("no API key: pass api_key=... or set the COMETAPI_KEY environment variable")
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise ValueError("the API key contains white space or control characters")
+        if not timeout > 0:
+            raise ValueError("timeout must be > 0")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be >= 1")
+        root = base_url if base_url is not None else os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL
+        self._base_url = normalize_base_url(root, allow_insecure_http=allow_insecure_http)
+        self._api_key = key
+        self._headers = auth_headers(key)
+        self._timeout = float(timeout)
+        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
+        self._max_retries = max_retries
+        self._max_response_bytes = max_response_bytes
+        self._poll = poll if poll is not None else PollPolicy()
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root every request path is appended to."""
+        return self._base_url
+
+    def __repr__(self) -> str:
+        return f"SoraClient(base_url={self._base_url!r}, api_key='***')"
+
+    async def __aenter__(self) -> SoraClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session if this client created it. Safe to repeat."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this SoraClient is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    # --- tasks -------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        """Fetch one snapshot of a task.
+
+        Args:
+            task_id: The id `create_video` returned.
+
+        Raises:
+            ValueError: The id is empty, too long, or contains white space.
+            TaskNotFoundError: The gateway knows no such task.
+            SoraError: Another API, connection or decode error.
+        """
+        task, _ = await self._fetch_task(task_path(task_id), deadline=None)
+        return task
+
+    async def create_video(self, prompt: str, **options: Unpack[CreateOptions]) -> str:
+        """Create a video task and return its id.
+
+        The options and their defaults are those of `CreateOptions`; pass
+        None for one to leave it out of the request.
+
+        A create is resent only when the request provably did not reach the
+        server (the connection was refused) or was turned away with a 429
+        error document. After a timeout or a 5xx the task may exist, so the
+        error is raised rather than risk paying twice.
+
+        Args:
+            prompt: What to generate.
+            **options: Keys of `CreateOptions`.
+
+        Raises:
+            TypeError, ValueError: An option is unknown or invalid; nothing was sent.
+            SoraError: The API refused, or the outcome is unknown.
+        """
+        return await self._create(build_create_body(prompt, options), deadline=None)
+
+    def watch(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+    ) -> AsyncGenerator[Task, None]:
+        """Yield the first snapshot of a task, then each one that changed.
+
+        A snapshot counts as changed when its status or progress string
+        differs from the last one yielded. The iterator ends after the
+        snapshot with a final status (SUCCESS or FAILURE); it does not raise
+        on FAILURE. Polling happens only while the consumer asks for more.
+
+        Args:
+            task_id: The task to follow.
+            timeout: Seconds before `WaitTimeoutError`; None waits for ever.
+            poll: A `PollPolicy` for this call; defaults to the client's.
+
+        Raises:
+            ValueError: The id is invalid (raised at once, not on iteration).
+            WaitTimeoutError: No final status before the deadline.
+        """
+        path = task_path(task_id)
+        _check_timeout(timeout)
+        return self._snapshots(task_id, path, timeout=timeout, deadline=None, poll=poll)
+
+    async def wait_until_done(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Task:
+        """Poll a task until it ends and return the SUCCESS snapshot.
+
+        The deadline is checked before each sleep: when the next poll could
+        not happen before it, the wait ends at once instead of overshooting.
+
+        Args:
+            task_id: The task to wait for.
+            timeout: Seconds before `WaitTimeoutError`; None waits for ever.
+            poll: A `PollPolicy` for this call; defaults to the client's.
+            on_progress: Called with the first snapshot and then once per
+                change of status or progress; may be async.
+
+        Raises:
+            TaskFailedError: The task ended in FAILURE.
+            WaitTimeoutError: The deadline passed first.
+            SoraError: A request failed for good (after retries).
+        """
+        path = task_path(task_id)
+        _check_timeout(timeout)
+        snapshots = self._snapshots(task_id, path, timeout=timeout, deadline=None, poll=poll)
+        return await _last_snapshot(snapshots, on_progress)
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Unpack[CreateOptions],
+    ) -> Task:
+        """Create a video task and wait for it, under one deadline for both.
+
+        Args:
+            prompt: What to generate.
+            timeout: Seconds for the create and the whole wait together.
+            poll: A `PollPolicy` for the wait.
+            on_progress: As for `wait_until_done`.
+            **options: Any keyword argument of `create_video`.
+
+        Raises:
+            TaskFailedError: The task ended in FAILURE.
+            WaitTimeoutError: The deadline passed before the task ended.
+            SoraError: The create or a poll failed for good.
+        """
+        _check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        body = build_create_body(prompt, options)
+        task_id = await self._create(body, deadline=deadline)
+        logger.debug("created task %s", task_id)
+        snapshots = self._snapshots(
+            task_id, task_path(task_id), timeout=timeout, deadline=deadline, poll=poll
+        )
+        return await _last_snapshot(snapshots, on_progress)
+
+    # --- internals ---------------------------------------------------------
+
+    async def _snapshots(
+        self,
+        task_id: str,
+        path: str,
+        *,
+        timeout: float | None,
+        deadline: float | None,
+        poll: PollPolicy | None,
+    ) -> AsyncGenerator[Task, None]:
+        policy = poll if poll is not None else self._poll
+        loop = asyncio.get_running_loop()
+        if deadline is None and timeout is not None:
+            deadline = loop.time() + timeout
+        last: Task | None = None
+        last_state: tuple[str, str] | None = None
+        polls = 0
+        while True:
+            try:
+                task, retry_after = await self._fetch_task(path, deadline=deadline)
+            except _OutOfTime as exc:
+                raise WaitTimeoutError(task_id, last, timeout) from exc.__cause__
+            polls += 1
+            last = task
+            state = (task.raw_status, task.progress)
+            if state != last_state:
+                last_state = state
+                yield task
+            if task.is_terminal:
+                return
+            delay = policy.next_delay(polls, retry_after=retry_after)
+            if deadline is not None and loop.time() + delay >= deadline:
+                raise WaitTimeoutError(task_id, last, timeout)
+            await asyncio.sleep(delay)
+
+    async def _fetch_task(self, path: str, *, deadline: float | None) -> tuple[Task, float | None]:
+        def parse(response: _Response) -> tuple[Task, float | None]:
+            task = parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
+            hint = header(response.headers, "Retry-After")
+            return task, (parse_retry_after(hint) if hint is not None else None)
+
+        return await self._call("GET", path, None, parse, _retry_idempotent, deadline)
+
+    async def _create(self, body: bytes, *, deadline: float | None) -> str:
+        def parse(response: _Response) -> str:
+            return parse_create_response(
+                response.status, response.headers, response.body, secret=self._api_key
+            )
+
+        try:
+            return await self._call("POST", TASKS_PATH, body, parse, _retry_create, deadline)
+        except _OutOfTime as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, SoraError)
+            raise cause from cause.__cause__
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        parse: Callable[[_Response], _T],
+        may_retry: Callable[[SoraError, _Response | None], bool],
+        deadline: float | None,
+    ) -> _T:
+        """Send a request, parse the answer, and resend while policy allows."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            response: _Response | None = None
+            try:
+                response = await self._send(method, path, body, deadline, loop)
+                return parse(response)
+            except SoraError as exc:
+                if attempt >= self._max_retries or not may_retry(exc, response):
+                    if isinstance(exc, APITimeoutError) and deadline is not None and loop.time() >= deadline:
+                        raise _OutOfTime() from exc
+                    raise
+                retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
+                delay = self._retry.delay(attempt, retry_after=retry_after)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise _OutOfTime() from exc
+                attempt += 1
+                logger.debug(
+                    "%s %s failed (%s); retry %d/%d in %.2f s",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    attempt,
+                    self._max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Response:
+        """One HTTP exchange; aiohttp failures become `APIConnectionError`s."""
+        timeout = self._client_timeout
+        seconds = self._timeout
+        if deadline is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise APITimeoutError(f"{method} {path}: no time left before the deadline")
+            if remaining < seconds:
+                seconds = remaining
+                timeout = aiohttp.ClientTimeout(total=remaining)
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        session = self._get_session()
+        started = loop.time()
+        try:
+            async with session.request(
+                method,
+                self._base_url + path,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                raise_for_status=False,
+            ) as resp:
+                payload = await self._read_body(resp)
+                response = _Response(resp.status, resp.headers, payload)
+        except asyncio.TimeoutError as exc:
+            raise APITimeoutError(f"{method} {path} timed out after {seconds:.3g} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Raised before any byte of the request was written.
+            raise APIConnectionError(
+                f"{method} {path}: cannot connect: {clip(str(exc), self._api_key)}", request_sent=False
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
+            ) from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d (%d bytes, %.1f ms)",
+                method,
+                path,
+                response.status,
+                len(payload),
+                (loop.time() - started) * 1000,
+            )
+        return response
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_response_bytes
+        length = resp.content_length
+        if length is not None:
+            if length > limit:
+                raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
+            return await resp.read()
+        chunks = bytearray()
+        async for chunk in resp.content.iter_any():
+            chunks += chunk
+            if len(chunks) > limit:
+                raise ResponseDecodeError(f"the response is over the limit of {limit} bytes")
+        return bytes(chunks)
+
+
+def _retry_idempotent(exc: SoraError, response: _Response | None) -> bool:
+    return exc.retryable
+
+
+def _retry_create(exc: SoraError, response: _Response | None) -> bool:
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
+    return response is not None and create_rejected_unprocessed(response.status, response.body)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be > 0, or None to wait for ever")
+
+
+async def _last_snapshot(snapshots: AsyncGenerator[Task, None], on_progress: ProgressCallback | None) -> Task:
+    last: Task | None = None
+    async with contextlib.aclosing(snapshots):
+        async for task in snapshots:
+            last = task
+            if on_progress is not None:
+                result = on_progress(task)
+                if inspect.isawaitable(result):
+                    await result
+    if last is None or not last.is_terminal:  # _snapshots always ends on a final snapshot
+        raise RuntimeError("the wait ended without a final snapshot")
+    if last.status is TaskStatus.FAILURE:
+        raise TaskFailedError(last)
+    return last

@@ -1,0 +1,516 @@
+"""A fake CometAPI Sora server for tests, demos and local development.
+
+`FakeSoraServer` is an `aiohttp.web` application on loopback that speaks the
+same envelope as the real gateway. Each task follows a scripted timeline of
+(status, progress) states, advanced once per poll or on a compressed
+clock, and ends in SUCCESS with a realistic generation payload or in
+FAILURE with a reason. Faults can be injected: error statuses with bodies
+and `Retry-After`, delays, and malformed bodies. The server counts requests
+per task id so tests can check how often a client polled::
+
+    from sora_async import PollPolicy, SoraClient
+    from sora_async.testing import FakeSoraServer
+
+    async with FakeSoraServer() as server:
+        async with SoraClient("test-key", base_url=server.url) as client:
+            task_id = await client.create_video("a red kite")
+            done = await client.wait_until_done(task_id, poll=PollPolicy(0.01, 0.05))
+        assert server.polls(task_id) == 6
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_TIMELINE",
+    "FAILURE_TIMELINE",
+    "FakeSoraServer",
+    "FakeTask",
+    "Fault",
+    "RecordedRequest",
+]
+
+State = tuple[str, str]
+"""A (status, progress) pair, such as ("IN_PROGRESS", "30%")."""
+
+DEFAULT_TIMELINE: tuple[State, ...] = (
+    ("NOT_START", "0%"),
+    ("SUBMITTED", "10%"),
+    ("QUEUED", "20%"),
+    ("IN_PROGRESS", "30%"),
+    ("IN_PROGRESS", "60%"),
+    ("SUCCESS", "100%"),
+)
+"""The gateway's coarse steps, then one upstream percentage, then success."""
+
+FAILURE_TIMELINE: tuple[State, ...] = (
+    ("SUBMITTED", "10%"),
+    ("IN_PROGRESS", "30%"),
+    ("FAILURE", "100%"),
+)
+
+_TERMINAL = ("SUCCESS", "FAILURE")
+_UPSTREAM_STATUS = {
+    "NOT_START": "pending",
+    "SUBMITTED": "pending",
+    "QUEUED": "queued",
+    "IN_PROGRESS": "running",
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+}
+_VARIANT_SIZES = {"source": 4096, "md": 2048, "ld": 1024, "thumbnail": 256, "spritesheet": 512}
+
+Route = Literal["any", "create", "query"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted bad answer.
+
+    Attributes:
+        status: The HTTP status to answer with.
+        body: A dict or list (sent as JSON), str or bytes (sent as is), or
+            None for an empty body.
+        headers: Extra response headers, such as {"Retry-After": "2"}.
+        delay: Seconds to wait before answering.
+        content_type: The Content-Type of a str or bytes body.
+    """
+
+    status: int = 500
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    content_type: str = "application/json"
+
+    @classmethod
+    def rate_limited(cls, retry_after: str | None = "1") -> Fault:
+        """A 429 with the gateway's error body and an optional Retry-After."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return cls(429, _openai_error("rate limit reached, please retry later", "rate_limit"), headers)
+
+    @classmethod
+    def server_error(cls, status: int = 502) -> Fault:
+        """A 5xx with an HTML body, as a proxy in front of the gateway sends."""
+        return cls(status, "<html><body>Bad Gateway</body></html>", content_type="text/html")
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """A 200 whose body is not JSON."""
+        return cls(200, b'{"code": "success", "data": {', content_type="application/json")
+
+
+@dataclass
+class FakeTask:
+    """A task held by the fake server; its state is read from `timeline`."""
+
+    task_id: str
+    prompt: str
+    timeline: tuple[State, ...]
+    fail_reason: str
+    created_at: float
+    submit_time: int
+    request: dict[str, Any]
+    served: int = 0
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What the fake server saw of one request."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass
+class _Injection:
+    fault: Fault
+    remaining: int
+    route: Route
+    task_id: str | None
+
+
+class FakeSoraServer:
+    """A fake Sora task API on loopback.
+
+    Args:
+        api_key: When set, requests must carry exactly this key; otherwise
+            any non-empty bearer token is accepted.
+        timeline: The states a new task goes through; the last one should be
+            SUCCESS or FAILURE. Defaults to `DEFAULT_TIMELINE`.
+        fail_reason: The `fail_reason` of tasks that end in FAILURE.
+        advance: "poll" moves a task one state forward per answered query;
+            "clock" moves it one state per `step_seconds` since creation.
+        step_seconds: The length of one state in "clock" mode.
+        create_response: Which of the three known create answers to send:
+            "envelope" (`data` is the id), "object" (`id` and `task_id`), or
+            "envelope_object" (`data` is an object with `task_id`).
+        clock: A monotonic clock, replaceable in tests of "clock" mode.
+        seed: Seeds the task ids, so runs are repeatable.
+        host, port: Where to listen; port 0 picks a free one.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        timeline: Sequence[State] = DEFAULT_TIMELINE,
+        fail_reason: str = "the prompt was rejected by moderation",
+        advance: Literal["poll", "clock"] = "poll",
+        step_seconds: float = 1.0,
+        create_response: Literal["envelope", "object", "envelope_object"] = "envelope",
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if advance not in ("poll", "clock"):
+            raise ValueError("advance must be 'poll' or 'clock'")
+        if not step_seconds > 0:
+            raise ValueError("step_seconds must be > 0")
+        self.api_key = api_key
+        self.timeline = _check_timeline(timeline)
+        self.fail_reason = fail_reason
+        self.advance = advance
+        self.step_seconds = step_seconds
+        self.create_response = create_response
+        self.clock = clock
+        self.host = host
+        self.port = port
+        self.tasks: dict[str, FakeTask] = {}
+        self.requests: collections.Counter[str] = collections.Counter()
+        """Requests per task id (queries, faulted ones included), plus "create"."""
+        self.recorded: collections.deque[RecordedRequest] = collections.deque(maxlen=1000)
+        """The last 1,000 requests, headers included."""
+        self._random = random.Random(seed)
+        self._scripts: collections.deque[tuple[tuple[State, ...], str | None]] = collections.deque()
+        self._injections: list[_Injection] = []
+        self._runner: web.AppRunner | None = None
+        self.app = self._make_app()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL to hand to `SoraClient(base_url=...)`."""
+        if self._runner is None:
+            raise RuntimeError("the server is not started; use 'async with FakeSoraServer()'")
+        host, port = self._runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        """Start listening."""
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, self.host, self.port).start()
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Stop listening and drop open connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeSoraServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open right now."""
+        if self._runner is None or self._runner.server is None:
+            return 0
+        return len(self._runner.server.connections)
+
+    # --- scripting ---------------------------------------------------------
+
+    def add_task(
+        self,
+        task_id: str | None = None,
+        *,
+        timeline: Sequence[State] | None = None,
+        fail_reason: str | None = None,
+        prompt: str = "a fake video",
+    ) -> str:
+        """Create a task directly, as if a client had created it; return its id."""
+        task_id = task_id or self._new_task_id()
+        script = _check_timeline(timeline) if timeline is not None else self.timeline
+        self.tasks[task_id] = FakeTask(
+            task_id=task_id,
+            prompt=prompt,
+            timeline=script,
+            fail_reason=fail_reason if fail_reason is not None else self.fail_reason,
+            created_at=self.clock(),
+            submit_time=int(time.time()),
+            request={"prompt": prompt},
+        )
+        return task_id
+
+    def script_next(self, timeline: Sequence[State], *, fail_reason: str | None = None) -> None:
+        """Give the next task created through the API this timeline."""
+        self._scripts.append((_check_timeline(timeline), fail_reason))
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        times: int = 1,
+        route: Route = "any",
+        task_id: str | None = None,
+    ) -> None:
+        """Answer the next `times` matching requests with `fault`.
+
+        Args:
+            fault: The answer to send instead of the real one.
+            times: How many requests get it.
+            route: "create", "query", or "any".
+            task_id: Only queries of this task match.
+        """
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        self._injections.append(_Injection(fault, times, route, task_id))
+
+    def polls(self, task_id: str) -> int:
+        """How many queries of `task_id` arrived, faulted ones included."""
+        return self.requests[task_id]
+
+    # --- HTTP --------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/sora/v1/videos", self._handle_create)
+        app.router.add_get("/sora/v1/videos/{task_id}", self._handle_query)
+        app.router.add_get("/_fake/cdn/{task_id}/{variant}", self._handle_cdn)
+        return app
+
+    async def _handle_create(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self._record(request, body)
+        self.requests["create"] += 1
+        fault = self._take_fault("create", None)
+        if fault is not None:
+            return await _fault_response(fault)
+        denied = self._check_auth(request)
+        if denied is not None:
+            return denied
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if (
+            not isinstance(payload, dict)
+            or not isinstance(payload.get("prompt"), str)
+            or not payload["prompt"]
+        ):
+            return _envelope_error(400, "invalid_request", "prompt is required")
+        timeline, fail_reason = self._scripts.popleft() if self._scripts else (self.timeline, None)
+        task_id = self.add_task(timeline=timeline, fail_reason=fail_reason, prompt=payload["prompt"])
+        self.tasks[task_id].request = payload
+        if self.create_response == "object":
+            return web.json_response({"id": task_id, "task_id": task_id, "status": "queued"})
+        if self.create_response == "envelope_object":
+            return web.json_response({"code": "success", "message": "", "data": {"task_id": task_id}})
+        return web.json_response({"code": "success", "message": "", "data": task_id})
+
+    async def _handle_query(self, request: web.Request) -> web.StreamResponse:
+        task_id = request.match_info["task_id"]
+        self._record(request, b"")
+        self.requests[task_id] += 1
+        fault = self._take_fault("query", task_id)
+        if fault is not None:
+            return await _fault_response(fault)
+        denied = self._check_auth(request)
+        if denied is not None:
+            return denied
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _envelope_error(400, "task_not_exist", "task_not_exist")
+        status, progress = self._state(task)
+        task.served += 1
+        return web.json_response(
+            {"code": "success", "message": "", "data": self._task_object(task, status, progress)}
+        )
+
+    async def _handle_cdn(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, b"")
+        variant = request.match_info["variant"].split(".")[0]
+        size = _VARIANT_SIZES.get(variant)
+        if size is None or request.match_info["task_id"] not in self.tasks:
+            return web.Response(status=404, text="not found")
+        return web.Response(
+            body=_fake_file(request.match_info["task_id"], variant, size), content_type="video/mp4"
+        )
+
+    def _record(self, request: web.Request, body: bytes) -> None:
+        self.recorded.append(RecordedRequest(request.method, request.path_qs, dict(request.headers), body))
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else ""
+        if token and (self.api_key is None or token == self.api_key):
+            return None
+        return web.json_response(
+            _openai_error("Invalid token (request id: fake-req-0001)", "comet_api_error"), status=401
+        )
+
+    def _take_fault(self, route: Route, task_id: str | None) -> Fault | None:
+        for injection in self._injections:
+            if injection.route not in ("any", route):
+                continue
+            if injection.task_id is not None and injection.task_id != task_id:
+                continue
+            injection.remaining -= 1
+            if injection.remaining == 0:
+                self._injections.remove(injection)
+            return injection.fault
+        return None
+
+    # --- task state --------------------------------------------------------
+
+    def _state(self, task: FakeTask) -> State:
+        if self.advance == "poll":
+            step = task.served
+        else:
+            step = int((self.clock() - task.created_at) / self.step_seconds)
+        return task.timeline[min(step, len(task.timeline) - 1)]
+
+    def _new_task_id(self) -> str:
+        alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+        return "task_01" + "".join(self._random.choice(alphabet) for _ in range(24))
+
+    def _task_object(self, task: FakeTask, status: str, progress: str) -> dict[str, Any]:
+        done = status in _TERMINAL
+        step = task.timeline.index((status, progress)) if (status, progress) in task.timeline else 0
+        return {
+            "task_id": task.task_id,
+            "notify_hook": str(task.request.get("notify_hook", "")),
+            "action": "sora-video",
+            "status": status,
+            "fail_reason": task.fail_reason if status == "FAILURE" else "",
+            "submit_time": task.submit_time,
+            "start_time": task.submit_time + 1 if status in ("IN_PROGRESS", *_TERMINAL) else 0,
+            "finish_time": task.submit_time + len(task.timeline) if done else 0,
+            "progress": progress,
+            "data": self._upstream_object(task, status, len(task.timeline) - 1 - step),
+        }
+
+    def _upstream_object(self, task: FakeTask, status: str, steps_left: int) -> dict[str, Any] | None:
+        if status == "NOT_START":
+            return None
+        width = int(task.request.get("width") or 854)
+        height = int(task.request.get("height") or 480)
+        n_frames = int(task.request.get("n_frames") or 150)
+        upstream: dict[str, Any] = {
+            "id": task.task_id,
+            "status": _UPSTREAM_STATUS.get(status, "running"),
+            "prompt": task.prompt,
+            "model": task.request.get("model", "turbo"),
+            "operation": task.request.get("operation", "simple_compose"),
+            "type": "video_gen",
+            "style": "natural",
+            "width": width,
+            "height": height,
+            "n_frames": n_frames,
+            "n_variants": 1,
+            "progress_pct": None,
+            "progress_pos_in_queue": steps_left if status == "QUEUED" else None,
+            "estimated_queue_wait_time": None,
+            "failure_reason": task.fail_reason if status == "FAILURE" else None,
+            "moderation_result": {"code": None, "is_output_rejection": False, "type": "passed"},
+            "generations": [],
+        }
+        if status == "SUCCESS":
+            upstream["generations"] = [self._generation(task, width, height, n_frames)]
+        return upstream
+
+    def _generation(self, task: FakeTask, width: int, height: int, n_frames: int) -> dict[str, Any]:
+        expires = time.strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ", time.gmtime(time.time() + 6 * 86400))
+        base = f"{self.url}/_fake/cdn/{task.task_id}"
+
+        def encoding(variant: str, video: bool) -> dict[str, Any]:
+            path = f"{base}/{variant}.{'mp4' if video else 'jpg'}?se={expires}&sig=fake"
+            if not video:
+                return {"path": path, "size": None}
+            return {
+                "path": path,
+                "size": _VARIANT_SIZES[variant],
+                "width": width,
+                "height": height,
+                "duration_secs": n_frames // 30,
+                "ssim": 0.99,
+            }
+
+        return {
+            "id": "gen_" + task.task_id.removeprefix("task_"),
+            "task_id": task.task_id,
+            "prompt": task.prompt,
+            "seed": int.from_bytes(hashlib.sha256(task.task_id.encode()).digest()[:4], "big"),
+            "width": width,
+            "height": height,
+            "n_frames": n_frames,
+            "can_download": True,
+            "download_status": "ready",
+            "url": f"{base}/source.mp4?se={expires}&sig=fake&watermarked=1",
+            "encodings": {
+                "source": encoding("source", True),
+                "md": encoding("md", True),
+                "ld": encoding("ld", True),
+                "thumbnail": encoding("thumbnail", False),
+                "spritesheet": encoding("spritesheet", False),
+            },
+            "moderation_result": {"code": None, "is_output_rejection": False, "type": "passed"},
+        }
+
+
+def _check_timeline(timeline: Sequence[State]) -> tuple[State, ...]:
+    states = tuple((str(status), str(progress)) for status, progress in timeline)
+    if not states:
+        raise ValueError("a timeline needs at least one state")
+    return states
+
+
+def _openai_error(message: str, error_type: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "code": ""}}
+
+
+def _envelope_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message, "data": None}, status=status)
+
+
+async def _fault_response(fault: Fault) -> web.Response:
+    if fault.delay > 0:
+        await asyncio.sleep(fault.delay)
+    headers = dict(fault.headers)
+    if fault.body is None:
+        return web.Response(status=fault.status, headers=headers)
+    if isinstance(fault.body, (dict, list)):
+        return web.json_response(fault.body, status=fault.status, headers=headers)
+    body = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
+    headers.setdefault("Content-Type", fault.content_type)
+    return web.Response(status=fault.status, body=body, headers=headers)
+
+
+def _fake_file(task_id: str, variant: str, size: int) -> bytes:
+    seed = hashlib.sha256(f"{task_id}/{variant}".encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
