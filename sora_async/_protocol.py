@@ -383,7 +383,7 @@ def error_from_response(
     if parsed is not None:
         if isinstance(parsed.error, _GatewayError):
             message = parsed.error.message
-            raw_code = parsed.error.code if parsed.error.code is not None else parsed.error.type
+            raw_code = parsed.error.code or parsed.error.type  # code is often ""
             code = None if raw_code is None else str(raw_code)
         elif isinstance(parsed.error, str):
             message = parsed.error

@@ -213,7 +213,9 @@ class FakeSoraServer:
 
     async def start(self) -> None:
         """Start listening."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # handler_cancellation: a client that hangs up stops its handler (and any
+        # injected delay) instead of leaving it to run on.
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         self._runner = runner

@@ -1,0 +1,8 @@
+"""`make bench`: run every benchmark and print its table."""
+
+from __future__ import annotations
+
+from . import decode
+
+if __name__ == "__main__":
+    decode.main()

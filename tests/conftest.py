@@ -1,0 +1,40 @@
+"""Shared fixtures: the recorded sample and fast poll policies."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from sora_async import PollPolicy
+
+SAMPLES = pathlib.Path(__file__).parent / "samples"
+
+FAST_POLL = PollPolicy(initial_interval=0.01, max_interval=0.02, jitter=0.0)
+"""Polls every 10-20 ms: fast enough that an end-to-end test takes milliseconds."""
+
+
+@pytest.fixture(scope="session")
+def success_body() -> bytes:
+    """The real 18 KB answer to a task query, as recorded from the API."""
+    return (SAMPLES / "sora_task_success.json").read_bytes()
+
+
+def envelope(**task: Any) -> bytes:
+    """A task answer in the gateway's envelope, with sensible defaults."""
+    data: dict[str, Any] = {
+        "task_id": "task_01abc",
+        "action": "sora-video",
+        "status": "IN_PROGRESS",
+        "fail_reason": "",
+        "submit_time": 1736867805,
+        "start_time": 0,
+        "finish_time": 0,
+        "progress": "30%",
+        "notify_hook": "",
+        "data": None,
+    }
+    data.update(task)
+    return json.dumps({"code": "success", "message": "", "data": data}).encode()
