@@ -15,7 +15,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar
 
 import msgspec
 
@@ -40,6 +40,8 @@ _RETRYABLE_CODES = frozenset({"get_task_failed", "fail_to_fetch_task"})
 _MESSAGE_LIMIT = 300
 _REQUEST_ID = re.compile(r"\(request id: ([^)\s]+)\)")
 _REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id")
+
+_D = TypeVar("_D")
 
 Operation = Literal["simple_compose", "storyboard", "remix", "blend"]
 
@@ -302,14 +304,7 @@ def parse_task_response(
         APIError: A subclass chosen from the status and the body's code.
         ResponseDecodeError: A 200 whose body is not a task envelope.
     """
-    if status_code != 200:
-        raise error_from_response(status_code, headers, body, secret=secret)
-    try:
-        envelope = _task_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        if _has_error_code(body):
-            raise error_from_response(status_code, headers, body, secret=secret) from None
-        raise _decode_error("task", body, exc, secret) from None
+    envelope = _decode_answer(_task_decoder, "task", status_code, headers, body, secret)
     if envelope.code != "success":
         raise error_from_response(status_code, headers, body, secret=secret)
     wire = envelope.data
@@ -344,14 +339,7 @@ def parse_create_response(
         APIError: The answer is an error.
         ResponseDecodeError: A success answer that names no task id.
     """
-    if not 200 <= status_code < 300:
-        raise error_from_response(status_code, headers, body, secret=secret)
-    try:
-        answer = _create_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        if _has_error_code(body):
-            raise error_from_response(status_code, headers, body, secret=secret) from None
-        raise _decode_error("create", body, exc, secret) from None
+    answer = _decode_answer(_create_decoder, "create", status_code, headers, body, secret)
     if answer.code is not None and answer.code != "success":
         raise error_from_response(status_code, headers, body, secret=secret)
     candidates: list[object] = [answer.task_id, answer.id]
@@ -502,7 +490,22 @@ def _describe_body(headers: Mapping[str, str], body: bytes, status_code: int) ->
     return f"HTTP {status_code} with a non-JSON body ({clip(content_type)}, {len(body)} bytes)"
 
 
-def _decode_error(what: str, body: bytes, exc: Exception, secret: str | None) -> ResponseDecodeError:
-    return ResponseDecodeError(
-        f"the {what} answer is not the expected JSON ({len(body)} bytes): {clip(str(exc), secret)}"
-    )
+def _decode_answer(
+    decoder: msgspec.json.Decoder[_D],
+    what: str,
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str | None,
+) -> _D:
+    """Decode a 2xx answer, or raise the error it stands for."""
+    if not 200 <= status_code < 300:
+        raise error_from_response(status_code, headers, body, secret=secret)
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        if _has_error_code(body):
+            raise error_from_response(status_code, headers, body, secret=secret) from None
+        raise ResponseDecodeError(
+            f"the {what} answer is not the expected JSON ({len(body)} bytes): {clip(str(exc), secret)}"
+        ) from None

@@ -248,3 +248,20 @@ async def test_key_never_leaks(server: FakeSoraServer, caplog: pytest.LogCapture
     assert any("retry" in text for text in texts)  # the DEBUG logging really ran
     assert len(texts) > 8
     assert not [text for text in texts if KEY in text]
+
+
+async def test_fake_server_clock_mode() -> None:
+    """In clock mode a task advances one state per step_seconds of the server's clock."""
+    now = [100.0]
+    async with FakeSoraServer(advance="clock", step_seconds=10.0, clock=lambda: now[0]) as fake:
+        task_id = fake.add_task()
+        async with SoraClient(KEY, base_url=fake.url) as c:
+            first = await c.get_task(task_id)
+            again = await c.get_task(task_id)
+            now[0] += 25.0
+            later = await c.get_task(task_id)
+            now[0] += 1000.0
+            final = await c.get_task(task_id)
+    assert first.status is again.status is TaskStatus.NOT_START
+    assert later.status is TaskStatus.QUEUED
+    assert final.status is TaskStatus.SUCCESS
