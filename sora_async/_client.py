@@ -7,12 +7,13 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import aiohttp
 
+from ._batch import DEFAULT_BATCH_CONCURRENCY, Batch, Outcome, wait_turn
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -39,6 +40,7 @@ from ._protocol import (
     parse_task_response,
     task_path,
 )
+from ._ratelimit import RateController
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -90,6 +92,10 @@ class SoraClient:
             loopback. Off by default, since the key would travel in clear.
         max_response_bytes: The largest response body that will be read.
         retry: The backoff for resending failed requests.
+        rate_limit: Requests per second for everything this client sends, or
+            None for no set limit. Either way a 429 pauses all of the client's
+            requests together and slows them down until the server is happy.
+        max_concurrency: The most requests this client has in flight at once.
 
     Raises:
         ValueError: No key was given or found in `COMETAPI_KEY`, or the base
@@ -108,6 +114,8 @@ class SoraClient:
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
         key = key.strip()
@@ -131,6 +139,10 @@ class SoraClient:
         self._max_response_bytes = max_response_bytes
         self._poll = poll if poll is not None else PollPolicy()
         self._retry = retry if retry is not None else RetryPolicy()
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1, or None")
+        self._pacer = RateController(rate_limit)
+        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -298,6 +310,74 @@ class SoraClient:
         )
         return await _last_snapshot(snapshots, on_progress)
 
+    # --- many tasks --------------------------------------------------------
+
+    def as_completed(
+        self,
+        task_ids: Iterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        rate_limit: float | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+    ) -> AsyncGenerator[tuple[str, Outcome], None]:
+        """Wait for many tasks and yield each (task id, outcome) as soon as it is known.
+
+        The outcome is what `wait_until_done` would have returned or raised:
+        the SUCCESS `Task`, or a `TaskFailedError`, `WaitTimeoutError`,
+        `TaskNotFoundError` or other `SoraError` instance. One bad task never
+        stops the others. A repeated id is polled once and yielded once per
+        occurrence.
+
+        All polls share one budget: at most `concurrency` in flight and
+        `rate_limit` per second. A 429 pauses the whole batch (for
+        `Retry-After` when given) and resumes it at a lower rate that recovers
+        gradually. The client's own budget applies on top. Between polls each
+        task costs a few hundred bytes; no coroutine sleeps per task.
+
+        Closing the iterator early (`break`, cancellation) stops all polling.
+
+        Args:
+            task_ids: Any iterable of ids, a generator included; read at once.
+            concurrency: The most polls of this batch in flight.
+            rate_limit: Polls per second for this batch, or None.
+            timeout: Seconds for the whole batch; unfinished tasks then get
+                a `WaitTimeoutError`. None waits for ever.
+            poll: The `PollPolicy` for each task; defaults to the client's.
+
+        Raises:
+            TypeError, ValueError: An id is not a valid task id (nothing is sent).
+        """
+        batch = Batch(
+            self,
+            task_ids,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            timeout=timeout,
+            poll=poll if poll is not None else self._poll,
+            max_retries=self._max_retries,
+        )
+        return batch.outcomes()
+
+    async def wait_many(
+        self,
+        task_ids: Iterable[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        rate_limit: float | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+    ) -> dict[str, Outcome]:
+        """Wait for many tasks and return {task id: outcome}; see `as_completed`."""
+        results: dict[str, Outcome] = {}
+        outcomes = self.as_completed(
+            task_ids, concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, poll=poll
+        )
+        async with contextlib.aclosing(outcomes):
+            async for task_id, outcome in outcomes:
+                results[task_id] = outcome
+        return results
+
     # --- internals ---------------------------------------------------------
 
     async def _snapshots(
@@ -335,12 +415,18 @@ class SoraClient:
             await asyncio.sleep(delay)
 
     async def _fetch_task(self, path: str, *, deadline: float | None) -> tuple[Task, float | None]:
-        def parse(response: _Response) -> tuple[Task, float | None]:
-            task = parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
-            hint = header(response.headers, "Retry-After")
-            return task, (parse_retry_after(hint) if hint is not None else None)
+        return await self._call("GET", path, None, self._parse_task, _retry_idempotent, deadline)
 
-        return await self._call("GET", path, None, parse, _retry_idempotent, deadline)
+    async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
+        """One query with no retries, for callers that schedule their own."""
+        loop = asyncio.get_running_loop()
+        return self._parse_task(await self._send("GET", path, None, deadline, loop))
+
+    def _parse_task(self, response: _Response) -> tuple[Task, float | None]:
+        """The Task, and the server's Retry-After hint for the next poll if it sent one."""
+        task = parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
+        hint = header(response.headers, "Retry-After")
+        return task, (parse_retry_after(hint) if hint is not None else None)
 
     async def _create(self, body: bytes, *, deadline: float | None) -> str:
         def parse(response: _Response) -> str:
@@ -377,8 +463,11 @@ class SoraClient:
                     if isinstance(exc, APITimeoutError) and deadline is not None and loop.time() >= deadline:
                         raise _OutOfTime() from exc
                     raise
-                retry_after = exc.retry_after if isinstance(exc, RateLimitError) else None
-                delay = self._retry.delay(attempt, retry_after=retry_after)
+                if isinstance(exc, RateLimitError):
+                    # _send has paused every request of this client; wait that out.
+                    delay = max(0.0, self._pacer.pause_until - loop.time())
+                else:
+                    delay = self._retry.delay(attempt)
                 if deadline is not None and loop.time() + delay >= deadline:
                     raise _OutOfTime() from exc
                 attempt += 1
@@ -401,7 +490,23 @@ class SoraClient:
         deadline: float | None,
         loop: asyncio.AbstractEventLoop,
     ) -> _Response:
-        """One HTTP exchange; aiohttp failures become `APIConnectionError`s."""
+        """One HTTP exchange under the client's budget; aiohttp failures become `APIConnectionError`s."""
+        pacer = self._pacer
+        if not pacer.is_free(loop.time()):
+            await wait_turn(pacer, loop)
+        if self._slots is None:
+            return await self._exchange(method, path, body, deadline, loop)
+        async with self._slots:
+            return await self._exchange(method, path, body, deadline, loop)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Response:
         timeout = self._client_timeout
         seconds = self._timeout
         if deadline is not None:
@@ -437,6 +542,11 @@ class SoraClient:
             raise APIConnectionError(
                 f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
             ) from exc
+        if response.status == 429:
+            hint = header(response.headers, "Retry-After")
+            self._pacer.on_throttle(loop.time(), parse_retry_after(hint) if hint is not None else None)
+        else:
+            self._pacer.on_success(loop.time())
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%d bytes, %.1f ms)",

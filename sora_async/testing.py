@@ -20,10 +20,12 @@ per task id so tests can check how often a client polled::
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +125,7 @@ class FakeTask:
     submit_time: int
     request: dict[str, Any]
     served: int = 0
+    step_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class FakeSoraServer:
             "envelope_object" (`data` is an object with `task_id`).
         clock: A monotonic clock, replaceable in tests of "clock" mode.
         seed: Seeds the task ids, so runs are repeatable.
+        rate_limit: When set, API requests beyond this many in any one-second
+            window are answered 429 with a Retry-After.
         host, port: Where to listen; port 0 picks a free one.
     """
 
@@ -174,6 +179,7 @@ class FakeSoraServer:
         create_response: Literal["envelope", "object", "envelope_object"] = "envelope",
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        rate_limit: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -195,6 +201,14 @@ class FakeSoraServer:
         """Requests per task id (queries, faulted ones included), plus "create"."""
         self.recorded: collections.deque[RecordedRequest] = collections.deque(maxlen=1000)
         """The last 1,000 requests, headers included."""
+        self.rate_limit = rate_limit
+        self.throttled = 0
+        """How many requests were answered 429 by `rate_limit`."""
+        self.faults_sent: list[tuple[float, str, Fault]] = []
+        """(arrival time, path, fault) of every request answered by an injected fault."""
+        self.arrivals: array.array[float] = array.array("d")
+        """The arrival time (time.monotonic) of every API request, in order."""
+        self._window: collections.deque[float] = collections.deque()
         self._random = random.Random(seed)
         self._scripts: collections.deque[tuple[tuple[State, ...], str | None]] = collections.deque()
         self._injections: list[_Injection] = []
@@ -297,6 +311,76 @@ class FakeSoraServer:
         """How many queries of `task_id` arrived, faulted ones included."""
         return self.requests[task_id]
 
+    def add_tasks(
+        self,
+        count: int,
+        *,
+        duration: tuple[float, float] = (5.0, 30.0),
+        failure_rate: float = 0.0,
+        never_finish: bool = False,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Create `count` tasks cheaply, each with its own random duration.
+
+        In "clock" mode each task walks `DEFAULT_TIMELINE` (or
+        `FAILURE_TIMELINE`) evenly over a duration drawn uniformly from
+        `duration` seconds of the server's clock. In "poll" mode durations
+        do not matter. Draws come from `seed`, so a run can be repeated.
+
+        Args:
+            count: How many tasks.
+            duration: The (shortest, longest) time a task takes.
+            failure_rate: The share of tasks that end in FAILURE.
+            never_finish: Keep every task QUEUED for ever (for memory tests).
+            seed: Seeds the draws; defaults to the server's generator.
+        """
+        draw = random.Random(seed) if seed is not None else self._random
+        low, high = duration
+        if not 0 < low <= high:
+            raise ValueError("duration must be (shortest, longest) with 0 < shortest <= longest")
+        ids = []
+        for _ in range(count):
+            if never_finish:
+                timeline: tuple[State, ...] = (("QUEUED", "20%"),)
+            else:
+                timeline = FAILURE_TIMELINE if draw.random() < failure_rate else DEFAULT_TIMELINE
+            task_id = self.add_task(timeline=timeline)
+            self.tasks[task_id].step_seconds = draw.uniform(low, high) / max(1, len(timeline) - 1)
+            ids.append(task_id)
+        return ids
+
+    def max_requests_in_window(self, window: float = 1.0) -> int:
+        """The most API requests that arrived within any `window` seconds."""
+        best = 0
+        start = 0
+        times = self.arrivals
+        for end in range(len(times)):
+            while times[end] - times[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    def requests_per_second(self) -> list[int]:
+        """API requests counted per whole second since the first one."""
+        if not self.arrivals:
+            return []
+        first = self.arrivals[0]
+        counts = [0] * (int(self.arrivals[-1] - first) + 1)
+        for moment in self.arrivals:
+            counts[int(moment - first)] += 1
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        """Totals for benchmarks and reports (also served at GET /_fake/stats)."""
+        return {
+            "requests": len(self.arrivals),
+            "creates": self.requests["create"],
+            "throttled": self.throttled,
+            "max_requests_in_1s": self.max_requests_in_window(1.0),
+            "requests_per_second": self.requests_per_second(),
+            "tasks": len(self.tasks),
+        }
+
     # --- HTTP --------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
@@ -304,14 +388,56 @@ class FakeSoraServer:
         app.router.add_post("/sora/v1/videos", self._handle_create)
         app.router.add_get("/sora/v1/videos/{task_id}", self._handle_query)
         app.router.add_get("/_fake/cdn/{task_id}/{variant}", self._handle_cdn)
+        app.router.add_get("/_fake/stats", self._handle_stats)
+        app.router.add_post("/_fake/tasks", self._handle_add_tasks)
         return app
+
+    async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats())
+
+    async def _handle_add_tasks(self, request: web.Request) -> web.StreamResponse:
+        """Create tasks in bulk: {"count", "duration": [lo, hi], "failure_rate", "never_finish", "seed"}."""
+        spec = await request.json()
+        low, high = spec.get("duration", (5.0, 30.0))
+        ids = self.add_tasks(
+            int(spec["count"]),
+            duration=(float(low), float(high)),
+            failure_rate=float(spec.get("failure_rate", 0.0)),
+            never_finish=bool(spec.get("never_finish", False)),
+            seed=spec.get("seed"),
+        )
+        return web.json_response({"task_ids": ids})
+
+    def _admit(self) -> web.Response | None:
+        """Count an API request; answer 429 if it is over the rate limit."""
+        now = time.monotonic()
+        self.arrivals.append(now)
+        if self.rate_limit is None:
+            return None
+        window = self._window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self.rate_limit:
+            self.throttled += 1
+            retry_after = max(1, math.ceil(window[0] + 1.0 - now))
+            return web.json_response(
+                _openai_error("rate limit exceeded, please retry later", "rate_limit_error"),
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        window.append(now)
+        return None
 
     async def _handle_create(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self._record(request, body)
         self.requests["create"] += 1
+        throttled = self._admit()
+        if throttled is not None:
+            return throttled
         fault = self._take_fault("create", None)
         if fault is not None:
+            self.faults_sent.append((self.arrivals[-1], request.path, fault))
             return await _fault_response(fault)
         denied = self._check_auth(request)
         if denied is not None:
@@ -339,8 +465,12 @@ class FakeSoraServer:
         task_id = request.match_info["task_id"]
         self._record(request, b"")
         self.requests[task_id] += 1
+        throttled = self._admit()
+        if throttled is not None:
+            return throttled
         fault = self._take_fault("query", task_id)
         if fault is not None:
+            self.faults_sent.append((self.arrivals[-1], request.path, fault))
             return await _fault_response(fault)
         denied = self._check_auth(request)
         if denied is not None:
@@ -394,7 +524,8 @@ class FakeSoraServer:
         if self.advance == "poll":
             step = task.served
         else:
-            step = int((self.clock() - task.created_at) / self.step_seconds)
+            step_seconds = task.step_seconds if task.step_seconds is not None else self.step_seconds
+            step = int((self.clock() - task.created_at) / step_seconds)
         return task.timeline[min(step, len(task.timeline) - 1)]
 
     def _new_task_id(self) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,3 +41,11 @@ def envelope(**task: Any) -> bytes:
     }
     data.update(task)
     return json.dumps({"code": "success", "message": "", "data": data}).encode()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `condition` holds, checking every few ms; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)

@@ -8,7 +8,7 @@ import logging
 import socket
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,7 +27,7 @@ from sora_async import (
 )
 from sora_async.testing import DEFAULT_TIMELINE, FakeSoraServer, Fault
 
-from .conftest import FAST_POLL
+from .conftest import FAST_POLL, eventually
 
 KEY = "sk-e2e-4f1c9b2d7e"
 NO_WAIT = RetryPolicy(initial_delay=0.001, max_delay=0.005)
@@ -43,14 +43,6 @@ async def server() -> AsyncIterator[FakeSoraServer]:
 async def client(server: FakeSoraServer) -> AsyncIterator[SoraClient]:
     async with SoraClient(KEY, base_url=server.url, poll=FAST_POLL, retry=NO_WAIT) as c:
         yield c
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `condition` holds, checking every few ms; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_generate_runs_to_success(server: FakeSoraServer, client: SoraClient) -> None:

@@ -1,0 +1,172 @@
+"""Batch waiting: as_completed and wait_many against FakeSoraServer on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sora_async import (
+    PollPolicy,
+    RetryPolicy,
+    SoraClient,
+    Task,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskStatus,
+    WaitTimeoutError,
+)
+from sora_async.testing import FakeSoraServer, Fault
+
+from .conftest import FAST_POLL, eventually
+
+KEY = "sk-batch-test"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeSoraServer]:
+    async with FakeSoraServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(server: FakeSoraServer) -> AsyncIterator[SoraClient]:
+    retry = RetryPolicy(initial_delay=0.001, max_delay=0.005)
+    async with SoraClient(KEY, base_url=server.url, poll=FAST_POLL, retry=retry) as c:
+        yield c
+
+
+async def test_none_lost_with_mixed_outcomes(server: FakeSoraServer, client: SoraClient) -> None:
+    """2,000 ids with success, failure, not-found and timeout outcomes give 2,000 right-typed outcomes."""
+    succeed = [server.add_task(timeline=[("QUEUED", "20%"), ("SUCCESS", "100%")]) for _ in range(1400)]
+    fail = [server.add_task(timeline=[("QUEUED", "20%"), ("FAILURE", "100%")]) for _ in range(300)]
+    missing = [f"task_missing_{n}" for n in range(200)]
+    stuck = [server.add_task(timeline=[("QUEUED", "20%")]) for _ in range(100)]
+    expected: dict[str, type] = {
+        **dict.fromkeys(succeed, Task),
+        **dict.fromkeys(fail, TaskFailedError),
+        **dict.fromkeys(missing, TaskNotFoundError),
+        **dict.fromkeys(stuck, WaitTimeoutError),
+    }
+    seen: collections.Counter[str] = collections.Counter()
+    poll = PollPolicy(initial_interval=0.2, max_interval=0.2, jitter=0.0)
+    async for task_id, outcome in client.as_completed(expected, concurrency=32, timeout=3.0, poll=poll):
+        seen[task_id] += 1
+        assert type(outcome) is expected[task_id], (task_id, outcome)
+    assert len(seen) == 2000
+    assert set(seen.values()) == {1}
+    assert all(server.polls(task_id) == 1 for task_id in missing)
+
+
+async def test_wait_many_collects_outcomes(server: FakeSoraServer, client: SoraClient) -> None:
+    """wait_many returns one entry per id: the SUCCESS task or the error."""
+    good = server.add_task(timeline=[("SUCCESS", "100%")])
+    bad = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="moderation")
+    results = await client.wait_many([good, bad])
+    assert isinstance(results[good], Task)
+    assert results[good].status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    failure = results[bad]
+    assert isinstance(failure, TaskFailedError)
+    assert failure.fail_reason == "moderation"
+
+
+async def test_generator_input(server: FakeSoraServer, client: SoraClient) -> None:
+    """A generator of ids works and is read once."""
+    ids = [server.add_task(timeline=[("SUCCESS", "100%")]) for _ in range(20)]
+
+    def generate() -> Iterator[str]:
+        yield from ids
+
+    results = await client.wait_many(generate())
+    assert set(results) == set(ids)
+
+
+async def test_duplicate_ids_polled_once_yielded_per_occurrence(
+    server: FakeSoraServer, client: SoraClient
+) -> None:
+    """A repeated id is polled as one task but yielded once for each time it was given."""
+    task_id = server.add_task(timeline=[("QUEUED", "20%"), ("SUCCESS", "100%")])
+    other = server.add_task(timeline=[("SUCCESS", "100%")])
+    yielded = [tid async for tid, _ in client.as_completed([task_id, other, task_id, task_id])]
+    assert sorted(yielded) == sorted([task_id, other, task_id, task_id])
+    assert server.polls(task_id) == 2
+
+
+async def test_invalid_ids_rejected_before_any_request(server: FakeSoraServer, client: SoraClient) -> None:
+    """A bad id, or a single string, is refused up front and nothing is sent."""
+    with pytest.raises(ValueError, match="task_id"):
+        client.as_completed(["task_ok", ""])
+    with pytest.raises(TypeError):
+        client.as_completed("task_ok")
+    assert not server.arrivals
+
+
+async def test_rate_limit_holds_at_the_server(server: FakeSoraServer, client: SoraClient) -> None:
+    """With rate_limit=300, no one-second window at the server sees more than rate + burst (plus margin)."""
+    timeline = [("QUEUED", "20%"), ("IN_PROGRESS", "30%"), ("SUCCESS", "100%")]
+    ids = [server.add_task(timeline=timeline) for _ in range(200)]
+    results = await client.wait_many(ids, concurrency=64, rate_limit=300.0)
+    assert all(isinstance(outcome, Task) for outcome in results.values())
+    assert len(server.arrivals) == 600
+    assert server.max_requests_in_window(1.0) <= 300 + 30 + 15
+
+
+async def test_clients_budget_is_shared_by_every_call(server: FakeSoraServer) -> None:
+    """wait_until_done calls and a batch on one rate-limited client share its budget."""
+    timeline = [("QUEUED", "20%"), ("IN_PROGRESS", "30%"), ("SUCCESS", "100%")]
+    singles = [server.add_task(timeline=timeline) for _ in range(80)]
+    batch = [server.add_task(timeline=timeline) for _ in range(120)]
+    async with SoraClient(KEY, base_url=server.url, poll=FAST_POLL, rate_limit=250.0) as c:
+        await asyncio.gather(c.wait_many(batch, concurrency=32), *(c.wait_until_done(t) for t in singles))
+    assert len(server.arrivals) == 600
+    assert server.max_requests_in_window(1.0) <= 250 + 25 + 15
+
+
+async def test_429_pauses_the_whole_batch(server: FakeSoraServer, client: SoraClient) -> None:
+    """One 429 with Retry-After stops every poller of the batch until it has passed."""
+    ids = [server.add_task(timeline=[("QUEUED", "20%")] * 40 + [("SUCCESS", "100%")]) for _ in range(20)]
+    poll = PollPolicy(initial_interval=0.02, max_interval=0.02, jitter=0.0)
+    batch = asyncio.create_task(client.wait_many(ids, concurrency=8, poll=poll))
+    await eventually(lambda: server.polls(ids[5]) >= 10)
+    server.inject(Fault.rate_limited(retry_after="1"), task_id=ids[5])
+    results = await batch
+    assert all(isinstance(outcome, Task) for outcome in results.values())
+    ((moment, _, _),) = server.faults_sent
+    # Requests already in flight may land just after the 429; then silence for the pause.
+    during_pause = [t for t in server.arrivals if moment + 0.1 < t < moment + 0.9]
+    assert during_pause == []
+    assert server.polls(ids[5]) == 42  # the throttled poll was repeated once, not once per poller
+
+
+async def test_settles_under_a_server_rate_limit() -> None:
+    """Asking for far more than the server allows converges: few 429s once settled."""
+    async with FakeSoraServer(rate_limit=50) as fake:
+        ids = [fake.add_task(timeline=[("QUEUED", "20%")] * 200 + [("SUCCESS", "100%")]) for _ in range(50)]
+        poll = PollPolicy(initial_interval=0.01, max_interval=0.01, jitter=0.0)
+        async with SoraClient(KEY, base_url=fake.url, poll=poll) as c:
+            results = await c.wait_many(ids, concurrency=16, rate_limit=500.0, timeout=3.0)
+        per_second = fake.requests_per_second()
+    assert len(results) == 50
+    assert fake.throttled < len(fake.arrivals) * 0.2
+    assert max(per_second[1:3]) <= 50 + 15  # settled near the server's limit
+
+
+async def test_cancelling_the_consumer_stops_all_polling(server: FakeSoraServer, client: SoraClient) -> None:
+    """Closing as_completed mid-batch cancels every poll: no client tasks left, no more requests."""
+    ids = server.add_tasks(300, never_finish=True)
+    before = asyncio.all_tasks()
+    outcomes = client.as_completed(ids, concurrency=16)
+    consumer = asyncio.create_task(anext(outcomes))
+    await eventually(lambda: len(server.arrivals) >= 100)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await outcomes.aclose()
+    # The server's keep-alive handlers belong to the server, not to the batch.
+    left = [t for t in asyncio.all_tasks() - before if "RequestHandler" not in repr(t.get_coro())]
+    assert left == []
+    sent = len(server.arrivals)
+    await asyncio.sleep(0.05)
+    assert len(server.arrivals) == sent
