@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import decode
+from . import batch, decode
 
 if __name__ == "__main__":
     decode.main()
+    batch.main()

@@ -8,7 +8,7 @@ that share one controller (a client, or one batch) slow down together:
   and cuts the rate below what the server was accepting (multiplicative
   decrease); many 429s in flight at once count as one event;
 - successes raise the rate again, quickly while it is far below the point
-  where the server last pushed back, slowly near it (additive increase).
+  where the server last pushed back, very slowly near it (additive increase).
 
 Every method takes `now`, so tests drive it with a fake clock.
 """
@@ -126,10 +126,17 @@ class RateController:
         if self.rate is None or previous is None:
             return
         elapsed = max(0.0, now - previous)
-        near = self._throttled_at is not None and self.rate >= 0.85 * self._throttled_at
-        # Probe gently near the point where the server last said no; recover
-        # quickly when far below it.
-        step = (0.01 if near else 0.10) * self.rate * elapsed
+        # Recover quickly far below the rate at which the server last said no,
+        # probe very gently near it (each 429 costs a pause for everyone), and
+        # a little faster once well past it, where the limit seems to have moved.
+        limit = self._throttled_at
+        if limit is None or self.rate < 0.85 * limit:
+            growth = 0.10
+        elif self.rate <= 1.1 * limit:
+            growth = 0.003
+        else:
+            growth = 0.02
+        step = growth * self.rate * elapsed
         new_rate = self.rate + max(step, 0.05 * elapsed)
         if self.rate_limit is not None:
             new_rate = min(new_rate, self.rate_limit)

@@ -208,6 +208,8 @@ class FakeSoraServer:
         """(arrival time, path, fault) of every request answered by an injected fault."""
         self.arrivals: array.array[float] = array.array("d")
         """The arrival time (time.monotonic) of every API request, in order."""
+        self.throttle_arrivals: array.array[float] = array.array("d")
+        """The arrival time of every request answered 429 by `rate_limit`."""
         self._window: collections.deque[float] = collections.deque()
         self._random = random.Random(seed)
         self._scripts: collections.deque[tuple[tuple[State, ...], str | None]] = collections.deque()
@@ -360,13 +362,13 @@ class FakeSoraServer:
             best = max(best, end - start + 1)
         return best
 
-    def requests_per_second(self) -> list[int]:
-        """API requests counted per whole second since the first one."""
+    def requests_per_second(self, *, throttled: bool = False) -> list[int]:
+        """API requests per whole second since the first one (only the 429s if `throttled`)."""
         if not self.arrivals:
             return []
         first = self.arrivals[0]
         counts = [0] * (int(self.arrivals[-1] - first) + 1)
-        for moment in self.arrivals:
+        for moment in self.throttle_arrivals if throttled else self.arrivals:
             counts[int(moment - first)] += 1
         return counts
 
@@ -378,6 +380,7 @@ class FakeSoraServer:
             "throttled": self.throttled,
             "max_requests_in_1s": self.max_requests_in_window(1.0),
             "requests_per_second": self.requests_per_second(),
+            "throttled_per_second": self.requests_per_second(throttled=True),
             "tasks": len(self.tasks),
         }
 
@@ -419,6 +422,7 @@ class FakeSoraServer:
             window.popleft()
         if len(window) >= self.rate_limit:
             self.throttled += 1
+            self.throttle_arrivals.append(now)
             retry_after = max(1, math.ceil(window[0] + 1.0 - now))
             return web.json_response(
                 _openai_error("rate limit exceeded, please retry later", "rate_limit_error"),

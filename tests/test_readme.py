@@ -8,8 +8,6 @@ import pathlib
 import re
 import sys
 
-import pytest
-
 from sora_async.testing import FakeSoraServer
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
@@ -19,11 +17,12 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-async def run_python(code: str, env: dict[str, str]) -> tuple[int, str]:
+async def run_python(code: str, env: dict[str, str], *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         code,
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -33,8 +32,8 @@ async def run_python(code: str, env: dict[str, str]) -> tuple[int, str]:
 
 
 def test_readme_has_the_examples() -> None:
-    """The README shows a quickstart and a testing example."""
-    assert len(python_blocks()) == 2
+    """The README shows a quickstart, a batch example and a testing example."""
+    assert len(python_blocks()) == 3
 
 
 async def test_quickstart_runs_against_fake_server() -> None:
@@ -51,10 +50,24 @@ async def test_quickstart_runs_against_fake_server() -> None:
     assert f"{url}/_fake/cdn/" in output
 
 
-@pytest.mark.parametrize("index", [1])
-async def test_testing_example_runs(index: int) -> None:
+async def test_batch_example_runs_against_fake_server() -> None:
+    """The batch example reports a success, a failure and an unknown id, each once."""
+    async with FakeSoraServer() as server:
+        good = server.add_task(timeline=[("SUCCESS", "100%")])
+        bad = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="moderation")
+        env = {**os.environ, "COMETAPI_KEY": "readme-key", "COMETAPI_BASE_URL": server.url}
+        code, output = await run_python(python_blocks()[1], env, good, bad, "task_unknown")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith(f"{good} done: http") for line in lines)
+    assert any(line.startswith(f"{bad} did not succeed: TaskFailedError") for line in lines)
+    assert any(line.startswith("task_unknown did not succeed: TaskNotFoundError") for line in lines)
+
+
+async def test_testing_example_runs() -> None:
     """The sora_async.testing example runs on its own and prints what it promises."""
-    code, output = await run_python(python_blocks()[index], dict(os.environ))
+    code, output = await run_python(python_blocks()[2], dict(os.environ))
     assert code == 0, output
     assert "failed as scripted: moderation" in output
     assert "polls: 2 creates: 2" in output

@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmarks: a fake server in a subprocess, RSS, medians."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+
+@contextlib.contextmanager
+def server_process(
+    *, scale: float = 1.0, rate_limit: float | None = None, cpu: int | None = None
+) -> Iterator[str]:
+    """Start benchmarks._server in a subprocess (pinned to `cpu` when taskset exists); yield its URL."""
+    command = [sys.executable, "-m", "benchmarks._server", "--scale", str(scale)]
+    if rate_limit is not None:
+        command += ["--rate-limit", str(rate_limit)]
+    if cpu is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        command = ["taskset", "-c", str(cpu), *command]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the fake server did not start: {url!r}")
+        yield url
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def admin(url: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+    """Call one of the fake server's /_fake routes (blocking; loopback only)."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def rss_bytes() -> int:
+    """The resident set size of this process, from /proc."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def pin_to(cpu: int) -> None:
+    """Pin this process to one core when the machine has more than one."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
