@@ -17,10 +17,18 @@ from typing import Any
 def server_process(
     *, scale: float = 1.0, rate_limit: float | None = None, cpu: int | None = None
 ) -> Iterator[str]:
-    """Start benchmarks._server in a subprocess (pinned to `cpu` when taskset exists); yield its URL."""
-    command = [sys.executable, "-m", "benchmarks._server", "--scale", str(scale)]
+    """Start a FakeSoraServer in a subprocess (pinned to `cpu` when taskset exists); yield its URL."""
+    arguments = ["-m", "benchmarks._server", "--scale", str(scale)]
     if rate_limit is not None:
-        command += ["--rate-limit", str(rate_limit)]
+        arguments += ["--rate-limit", str(rate_limit)]
+    with python_process(arguments, cpu=cpu) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def python_process(arguments: list[str], *, cpu: int | None = None) -> Iterator[str]:
+    """Run `python ARGUMENTS`, which prints its URL first and serves until stdin closes."""
+    command = [sys.executable, *arguments]
     if cpu is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", str(cpu), *command]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -9,9 +9,10 @@ import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
+import msgspec
 
 from ._batch import DEFAULT_BATCH_CONCURRENCY, Batch, Outcome, wait_turn
 from ._errors import (
@@ -33,7 +34,6 @@ from ._protocol import (
     build_create_body,
     clip,
     create_rejected_unprocessed,
-    header,
     normalize_base_url,
     parse_create_response,
     parse_retry_after,
@@ -60,7 +60,9 @@ ProgressCallback = Callable[[Task], "Awaitable[object] | object"]
 _T = TypeVar("_T")
 
 
-class _Response(NamedTuple):
+class _Response(msgspec.Struct, gc=False):
+    """One HTTP answer; untracked by the garbage collector, like the wire Structs."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes
@@ -145,6 +147,11 @@ class SoraClient:
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         self._session = session
         self._owns_session = session is None
+        # Never follow a redirect with the key; and a borrowed session may
+        # have been made with raise_for_status=True, which we must override.
+        self._request_options: dict[str, bool] = {"allow_redirects": False}
+        if session is not None:
+            self._request_options["raise_for_status"] = False
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------
@@ -195,8 +202,9 @@ class SoraClient:
             TaskNotFoundError: The gateway knows no such task.
             SoraError: Another API, connection or decode error.
         """
-        task, _ = await self._fetch_task(task_path(task_id), deadline=None)
-        return task
+        return await self._call(
+            "GET", task_path(task_id), None, self._parse_snapshot, _retry_idempotent, None
+        )
 
     async def create_video(self, prompt: str, **options: Unpack[CreateOptions]) -> str:
         """Create a video task and return its id.
@@ -398,7 +406,9 @@ class SoraClient:
         polls = 0
         while True:
             try:
-                task, retry_after = await self._fetch_task(path, deadline=deadline)
+                task, retry_after = await self._call(
+                    "GET", path, None, self._parse_task, _retry_idempotent, deadline
+                )
             except _OutOfTime as exc:
                 raise WaitTimeoutError(task_id, last, timeout) from exc.__cause__
             polls += 1
@@ -414,18 +424,18 @@ class SoraClient:
                 raise WaitTimeoutError(task_id, last, timeout)
             await asyncio.sleep(delay)
 
-    async def _fetch_task(self, path: str, *, deadline: float | None) -> tuple[Task, float | None]:
-        return await self._call("GET", path, None, self._parse_task, _retry_idempotent, deadline)
-
     async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
         """One query with no retries, for callers that schedule their own."""
         loop = asyncio.get_running_loop()
         return self._parse_task(await self._send("GET", path, None, deadline, loop))
 
+    def _parse_snapshot(self, response: _Response) -> Task:
+        return parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
+
     def _parse_task(self, response: _Response) -> tuple[Task, float | None]:
         """The Task, and the server's Retry-After hint for the next poll if it sent one."""
         task = parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
-        hint = header(response.headers, "Retry-After")
+        hint = response.headers.get("Retry-After")  # aiohttp's headers ignore case
         return task, (parse_retry_after(hint) if hint is not None else None)
 
     async def _create(self, body: bytes, *, deadline: float | None) -> str:
@@ -490,27 +500,19 @@ class SoraClient:
         deadline: float | None,
         loop: asyncio.AbstractEventLoop,
     ) -> _Response:
-        """One HTTP exchange under the client's budget; aiohttp failures become `APIConnectionError`s."""
-        pacer = self._pacer
-        if not pacer.is_free(loop.time()):
-            await wait_turn(pacer, loop)
-        if self._slots is None:
-            return await self._exchange(method, path, body, deadline, loop)
-        async with self._slots:
-            return await self._exchange(method, path, body, deadline, loop)
+        """One HTTP exchange under the client's budget; aiohttp failures become `APIConnectionError`s.
 
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Response:
+        This is the polling hot path: it is one coroutine, on purpose.
+        """
+        pacer = self._pacer
+        started = loop.time()
+        if not pacer.is_free(started):
+            await wait_turn(pacer, loop)
+            started = loop.time()
         timeout = self._client_timeout
         seconds = self._timeout
         if deadline is not None:
-            remaining = deadline - loop.time()
+            remaining = deadline - started
             if remaining <= 0:
                 raise APITimeoutError(f"{method} {path}: no time left before the deadline")
             if remaining < seconds:
@@ -518,7 +520,9 @@ class SoraClient:
                 timeout = aiohttp.ClientTimeout(total=remaining)
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         session = self._get_session()
-        started = loop.time()
+        slots = self._slots
+        if slots is not None:
+            await slots.acquire()
         try:
             async with session.request(
                 method,
@@ -526,10 +530,13 @@ class SoraClient:
                 data=body,
                 headers=headers,
                 timeout=timeout,
-                allow_redirects=False,
-                raise_for_status=False,
+                **self._request_options,
             ) as resp:
-                payload = await self._read_body(resp)
+                length = resp.content_length
+                if length is not None and length <= self._max_response_bytes:
+                    payload = await resp.read()
+                else:
+                    payload = await self._read_limited(resp, length)
                 response = _Response(resp.status, resp.headers, payload)
         except asyncio.TimeoutError as exc:
             raise APITimeoutError(f"{method} {path} timed out after {seconds:.3g} s") from exc
@@ -542,11 +549,15 @@ class SoraClient:
             raise APIConnectionError(
                 f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
             ) from exc
+        finally:
+            if slots is not None:
+                slots.release()
+        finished = loop.time()
         if response.status == 429:
-            hint = header(response.headers, "Retry-After")
-            self._pacer.on_throttle(loop.time(), parse_retry_after(hint) if hint is not None else None)
+            hint = response.headers.get("Retry-After")
+            pacer.on_throttle(finished, parse_retry_after(hint) if hint is not None else None)
         else:
-            self._pacer.on_success(loop.time())
+            pacer.on_success(finished)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d (%d bytes, %.1f ms)",
@@ -554,17 +565,15 @@ class SoraClient:
                 path,
                 response.status,
                 len(payload),
-                (loop.time() - started) * 1000,
+                (finished - started) * 1000,
             )
         return response
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_limited(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
+        """Read a body of unknown or excessive length, refusing more than the limit."""
         limit = self._max_response_bytes
-        length = resp.content_length
         if length is not None:
-            if length > limit:
-                raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
-            return await resp.read()
+            raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
         chunks = bytearray()
         async for chunk in resp.content.iter_any():
             chunks += chunk

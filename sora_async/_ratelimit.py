@@ -16,6 +16,7 @@ Every method takes `now`, so tests drive it with a fake clock.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 
 from ._policy import backoff_delay
@@ -25,6 +26,8 @@ __all__ = ["RateController"]
 # Pace 1% under the rate, so that network jitter bunching requests together
 # on their way does not push the server's count over the limit.
 _PACING = 0.99
+# The most successes remembered for measuring the accepted rate.
+_ACCEPTED_WINDOW = 10_000
 
 
 class RateController:
@@ -87,8 +90,9 @@ class RateController:
         self._last_decrease = -math.inf
         self._throttled_at: float | None = None
         self._throttle_count = 0
-        # Start times of recent successes, to measure what the server accepts.
-        self._accepted: collections.deque[float] = collections.deque()
+        # Times of recent successes, to measure what the server accepts; the
+        # bound keeps it small without trimming on every success.
+        self._accepted: collections.deque[float] = collections.deque(maxlen=_ACCEPTED_WINDOW)
 
     @property
     def burst(self) -> float:
@@ -116,14 +120,13 @@ class RateController:
     def on_success(self, now: float) -> None:
         """Record an accepted request and let the rate recover."""
         self._throttle_count = 0
+        self._accepted.append(now)
         if self._first_success is None:
             self._first_success = now
-        accepted = self._accepted
-        accepted.append(now)
-        while accepted and accepted[0] <= now - 1.0:
-            accepted.popleft()
+        if self.rate is None:
+            return
         previous, self._last_success = self._last_success, now
-        if self.rate is None or previous is None:
+        if previous is None:
             return
         elapsed = max(0.0, now - previous)
         # Recover quickly far below the rate at which the server last said no,
@@ -159,18 +162,18 @@ class RateController:
         if now - self._last_decrease < 1.0:
             return
         self._last_decrease = now
-        while self._accepted and self._accepted[0] <= now - 1.0:
-            self._accepted.popleft()
+        cutoff = now - 1.0
+        recent = sum(1 for _ in itertools.takewhile(lambda moment: moment > cutoff, reversed(self._accepted)))
         # Successes per second over the last second, or over the time since
         # the first success when that is shorter.
         span = min(1.0, max(0.05, now - self._first_success)) if self._first_success is not None else 1.0
-        accepted = len(self._accepted) / span
+        accepted = recent / span
         if self.rate is None:
-            if not self._accepted:
+            if not recent:
                 return  # nothing measured to slow down from: the pause is the reaction
             basis = accepted
         else:
-            basis = min(accepted, self.rate) if self._accepted else self.rate
+            basis = min(accepted, self.rate) if recent else self.rate
         self._throttled_at = basis
         self._set_rate(max(self.min_rate, basis * self.decrease), now)
         self._tokens = min(self._tokens, 0.0)
