@@ -15,10 +15,10 @@ from typing import Any
 
 @contextlib.contextmanager
 def server_process(
-    *, scale: float = 1.0, rate_limit: float | None = None, cpu: int | None = None
+    *, scale: float = 1.0, rate_limit: float | None = None, cpu: int | None = None, advance: str = "clock"
 ) -> Iterator[str]:
     """Start a FakeSoraServer in a subprocess (pinned to `cpu` when taskset exists); yield its URL."""
-    arguments = ["-m", "benchmarks._server", "--scale", str(scale)]
+    arguments = ["-m", "benchmarks._server", "--scale", str(scale), "--advance", advance]
     if rate_limit is not None:
         arguments += ["--rate-limit", str(rate_limit)]
     with python_process(arguments, cpu=cpu) as url:

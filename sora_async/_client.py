@@ -25,7 +25,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import Task, TaskStatus
-from ._policy import PollPolicy, RetryPolicy
+from ._policy import PollPolicy, RetryPolicy, WaitState
 from ._protocol import (
     DEFAULT_BASE_URL,
     TASKS_PATH,
@@ -53,6 +53,7 @@ DEFAULT_WAIT_TIMEOUT = 1800.0
 """Seconds `wait_until_done`, `watch` and `generate` wait by default (30 min)."""
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_CONCURRENCY = 100
 
 ProgressCallback = Callable[[Task], "Awaitable[object] | object"]
 """Called with each new snapshot; may be a plain function or a coroutine function."""
@@ -97,7 +98,10 @@ class SoraClient:
         rate_limit: Requests per second for everything this client sends, or
             None for no set limit. Either way a 429 pauses all of the client's
             requests together and slows them down until the server is happy.
-        max_concurrency: The most requests this client has in flight at once.
+        max_concurrency: The most requests this client has in flight at once;
+            100 by default, aiohttp's pool size. Requests beyond it wait in a
+            cheap queue (bounded by any deadline) rather than inside aiohttp,
+            which keeps thousands of concurrent waits small. None: no limit.
 
     Raises:
         ValueError: No key was given or found in `COMETAPI_KEY`, or the base
@@ -117,7 +121,7 @@ class SoraClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         rate_limit: float | None = None,
-        max_concurrency: int | None = None,
+        max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
         key = key.strip()
@@ -252,7 +256,7 @@ class SoraClient:
         """
         path = task_path(task_id)
         _check_timeout(timeout)
-        return self._snapshots(task_id, path, timeout=timeout, deadline=None, poll=poll)
+        return self._snapshots(path, self._wait_state(task_id, poll, timeout, None))
 
     async def wait_until_done(
         self,
@@ -279,10 +283,29 @@ class SoraClient:
             WaitTimeoutError: The deadline passed first.
             SoraError: A request failed for good (after retries).
         """
-        path = task_path(task_id)
+        task_path(task_id)  # validate now; the path is rebuilt per poll rather than kept
         _check_timeout(timeout)
-        snapshots = self._snapshots(task_id, path, timeout=timeout, deadline=None, poll=poll)
-        return await _last_snapshot(snapshots, on_progress)
+        state = self._wait_state(task_id, poll, timeout, None)
+        # The loop lives here, not in a helper: a waiter between polls is then
+        # one coroutine frame, a WaitState and a sleep.
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                task, retry_after = await self._call(
+                    "GET", task_path(task_id), None, self._parse_task, _retry_idempotent, state.deadline
+                )
+            except _OutOfTime as exc:
+                raise state.timed_out() from exc.__cause__
+            if state.observe(task) and on_progress is not None:
+                result = on_progress(task)
+                if inspect.isawaitable(result):
+                    await result
+            if task.status is TaskStatus.SUCCESS:
+                return task
+            if task.status is TaskStatus.FAILURE:
+                raise TaskFailedError(task)
+            del task  # between polls only the stripped snapshot in `state` stays alive
+            await asyncio.sleep(state.next_delay(loop.time(), retry_after))
 
     async def generate(
         self,
@@ -313,10 +336,10 @@ class SoraClient:
         body = build_create_body(prompt, options)
         task_id = await self._create(body, deadline=deadline)
         logger.debug("created task %s", task_id)
-        snapshots = self._snapshots(
-            task_id, task_path(task_id), timeout=timeout, deadline=deadline, poll=poll
-        )
-        return await _last_snapshot(snapshots, on_progress)
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            raise WaitTimeoutError(task_id, None, timeout)
+        return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
 
     # --- many tasks --------------------------------------------------------
 
@@ -388,41 +411,29 @@ class SoraClient:
 
     # --- internals ---------------------------------------------------------
 
-    async def _snapshots(
-        self,
-        task_id: str,
-        path: str,
-        *,
-        timeout: float | None,
-        deadline: float | None,
-        poll: PollPolicy | None,
-    ) -> AsyncGenerator[Task, None]:
-        policy = poll if poll is not None else self._poll
-        loop = asyncio.get_running_loop()
+    def _wait_state(
+        self, task_id: str, poll: PollPolicy | None, timeout: float | None, deadline: float | None
+    ) -> WaitState:
         if deadline is None and timeout is not None:
-            deadline = loop.time() + timeout
-        last: Task | None = None
-        last_state: tuple[str, str] | None = None
-        polls = 0
+            deadline = asyncio.get_running_loop().time() + timeout
+        return WaitState(task_id, poll if poll is not None else self._poll, timeout, deadline)
+
+    async def _snapshots(self, path: str, state: WaitState) -> AsyncGenerator[Task, None]:
+        """The loop behind watch: the same steps as _wait, yielding changes."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 task, retry_after = await self._call(
-                    "GET", path, None, self._parse_task, _retry_idempotent, deadline
+                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
                 )
             except _OutOfTime as exc:
-                raise WaitTimeoutError(task_id, last, timeout) from exc.__cause__
-            polls += 1
-            last = task
-            state = (task.raw_status, task.progress)
-            if state != last_state:
-                last_state = state
+                raise state.timed_out() from exc.__cause__
+            if state.observe(task):
                 yield task
             if task.is_terminal:
                 return
-            delay = policy.next_delay(polls, retry_after=retry_after)
-            if deadline is not None and loop.time() + delay >= deadline:
-                raise WaitTimeoutError(task_id, last, timeout)
-            await asyncio.sleep(delay)
+            del task
+            await asyncio.sleep(state.next_delay(loop.time(), retry_after))
 
     async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
         """One query with no retries, for callers that schedule their own."""
@@ -505,10 +516,50 @@ class SoraClient:
         This is the polling hot path: it is one coroutine, on purpose.
         """
         pacer = self._pacer
-        started = loop.time()
-        if not pacer.is_free(started):
+        if not pacer.is_free(loop.time()):
             await wait_turn(pacer, loop)
-            started = loop.time()
+        slots = self._slots
+        if slots is not None:
+            if slots.locked():
+                await self._queue_for_slot(slots, method, path, deadline, loop)
+            else:
+                await slots.acquire()  # free: returns at once
+        try:
+            return await self._exchange(method, path, body, deadline, loop)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    async def _queue_for_slot(
+        self,
+        slots: asyncio.Semaphore,
+        method: str,
+        path: str,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Wait for a free slot, but not past the deadline."""
+        if deadline is None:
+            await slots.acquire()
+            return
+        remaining = deadline - loop.time()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            await asyncio.wait_for(slots.acquire(), remaining)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(f"{method} {path}: no free connection before the deadline") from None
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Response:
+        pacer = self._pacer
+        started = loop.time()
         timeout = self._client_timeout
         seconds = self._timeout
         if deadline is not None:
@@ -520,9 +571,6 @@ class SoraClient:
                 timeout = aiohttp.ClientTimeout(total=remaining)
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         session = self._get_session()
-        slots = self._slots
-        if slots is not None:
-            await slots.acquire()
         try:
             async with session.request(
                 method,
@@ -549,9 +597,6 @@ class SoraClient:
             raise APIConnectionError(
                 f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
             ) from exc
-        finally:
-            if slots is not None:
-                slots.release()
         finished = loop.time()
         if response.status == 429:
             hint = response.headers.get("Retry-After")
@@ -595,19 +640,3 @@ def _retry_create(exc: SoraError, response: _Response | None) -> bool:
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise ValueError("timeout must be > 0, or None to wait for ever")
-
-
-async def _last_snapshot(snapshots: AsyncGenerator[Task, None], on_progress: ProgressCallback | None) -> Task:
-    last: Task | None = None
-    async with contextlib.aclosing(snapshots):
-        async for task in snapshots:
-            last = task
-            if on_progress is not None:
-                result = on_progress(task)
-                if inspect.isawaitable(result):
-                    await result
-    if last is None or not last.is_terminal:  # _snapshots always ends on a final snapshot
-        raise RuntimeError("the wait ended without a final snapshot")
-    if last.status is TaskStatus.FAILURE:
-        raise TaskFailedError(last)
-    return last

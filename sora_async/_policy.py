@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Callable
 
-__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "backoff_delay"]
+import msgspec
+
+from ._errors import WaitTimeoutError
+from ._models import Task
+
+__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "WaitState", "backoff_delay"]
 
 # The gateway refreshes unfinished tasks from upstream in one sweep every
 # 15 s; between sweeps a task cannot change (PROTOCOL.md, "Timing").
@@ -150,3 +156,65 @@ class RetryPolicy:
 
 def _default_random() -> float:
     return random.random()
+
+
+class WaitState:
+    """The progress of one wait: polls made, the last state seen, the deadline.
+
+    Between polls a wait keeps only this, with the last snapshot stripped of
+    its nested payload, so that thousands of concurrent waits stay small.
+
+    Args:
+        task_id: The task waited for.
+        policy: Decides the delay after each poll.
+        timeout: The caller's timeout, for the error message.
+        deadline: The clock time after which no poll may start, or None.
+    """
+
+    __slots__ = ("deadline", "last", "policy", "polls", "task_id", "timeout")
+
+    def __init__(
+        self, task_id: str, policy: PollPolicy, timeout: float | None, deadline: float | None
+    ) -> None:
+        self.task_id = task_id
+        self.policy = policy
+        self.timeout = timeout
+        self.deadline = deadline
+        self.polls = 0
+        self.last: Task | None = None
+
+    def observe(self, task: Task) -> bool:
+        """Record a snapshot; return whether its status or progress changed."""
+        self.polls += 1
+        last = self.last
+        changed = last is None or task.raw_status != last.raw_status or task.progress != last.progress
+        if task.is_terminal:
+            self.last = task
+        else:  # shared strings and no payload: a waiter between polls stays small
+            self.last = msgspec.structs.replace(
+                task,
+                data=_NULL,
+                task_id=self.task_id if task.task_id == self.task_id else task.task_id,
+                raw_status=sys.intern(task.raw_status),
+                progress=sys.intern(task.progress),
+                action=sys.intern(task.action),
+            )
+        return changed
+
+    def next_delay(self, now: float, retry_after: float | None = None) -> float:
+        """Seconds until the next poll.
+
+        Raises:
+            WaitTimeoutError: The next poll could not start before the deadline.
+        """
+        delay = self.policy.next_delay(self.polls, retry_after=retry_after)
+        if self.deadline is not None and now + delay >= self.deadline:
+            raise self.timed_out()
+        return delay
+
+    def timed_out(self) -> WaitTimeoutError:
+        """The error for a wait whose deadline has come."""
+        return WaitTimeoutError(self.task_id, self.last, self.timeout)
+
+
+_NULL = msgspec.Raw(b"null")
