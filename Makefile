@@ -26,7 +26,11 @@ test: lint unit
 demo: $(STAMP)
 	$(BIN)/python -m sora_async._demo
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(VENV)/.bench-installed
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks
 
 clean:

@@ -197,7 +197,9 @@ class WaitTimeoutError(SoraError, TimeoutError):
 
     Attributes:
         task_id: The task that was being waited for.
-        last_task: The last snapshot seen, or None if no poll succeeded.
+        last_task: The last snapshot seen, or None if no poll succeeded. To
+            keep long waits small its nested payload (`data`, `.video`) is
+            not kept; poll `get_task` for the full object.
     """
 
     def __init__(self, task_id: str, last_task: Task | None, timeout: float | None) -> None:

@@ -23,9 +23,9 @@ from ._policy import backoff_delay
 
 __all__ = ["RateController"]
 
-# Pace 1% under the rate, so that network jitter bunching requests together
+# Pace 2% under the rate, so that network jitter bunching requests together
 # on their way does not push the server's count over the limit.
-_PACING = 0.99
+_PACING = 0.98
 # The most successes remembered for measuring the accepted rate.
 _ACCEPTED_WINDOW = 10_000
 
