@@ -34,7 +34,7 @@ def test_reservations_queue_evenly() -> None:
     waits = [controller.reserve(0.0) for _ in range(4)]
     assert waits[0] == 0.0
     gaps = [b - a for a, b in itertools.pairwise(waits)]
-    assert all(0.099 < gap < 0.102 for gap in gaps)
+    assert all(0.1 <= gap < 0.105 for gap in gaps)  # never faster than the rate, a hair slower
 
 
 def test_throttle_pauses_everyone_for_retry_after() -> None:
