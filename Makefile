@@ -23,8 +23,10 @@ unit: $(STAMP)
 
 test: lint unit
 
+# With COMETAPI_KEY set this calls the real API; without it, an embedded fake.
+DEMO_PROMPT ?= a paper boat drifting down a rainy city street at golden hour
 demo: $(STAMP)
-	$(BIN)/python -m sora_async._demo
+	$(BIN)/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

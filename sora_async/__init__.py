@@ -7,6 +7,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    DownloadError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -14,6 +15,7 @@ from ._errors import (
     SoraError,
     TaskFailedError,
     TaskNotFoundError,
+    URLExpiredError,
     WaitTimeoutError,
 )
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
@@ -31,6 +33,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CreateOptions",
+    "DownloadError",
     "Encoding",
     "Encodings",
     "Generation",
@@ -47,6 +50,7 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskStatus",
+    "URLExpiredError",
     "Video",
     "WaitTimeoutError",
     "__version__",

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import logging
 import os
+import pathlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
@@ -15,6 +16,8 @@ import aiohttp
 import msgspec
 
 from ._batch import DEFAULT_BATCH_CONCURRENCY, Batch, Outcome, wait_turn
+from ._download import DownloadProgress, stream_to_file
+from ._download_plan import plan_download, target_path
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -24,6 +27,7 @@ from ._errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
+from ._models import NULL_PAYLOAD as _NULL
 from ._models import Task, TaskStatus
 from ._policy import PollPolicy, RetryPolicy, WaitState
 from ._protocol import (
@@ -150,6 +154,7 @@ class SoraClient:
         self._pacer = RateController(rate_limit)
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
         self._session = session
+        self._downloads: aiohttp.ClientSession | None = None
         self._owns_session = session is None
         # Never follow a redirect with the key; and a borrowed session may
         # have been made with raise_for_status=True, which we must override.
@@ -180,8 +185,11 @@ class SoraClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session if this client created it. Safe to repeat."""
+        """Close the HTTP sessions this client created. Safe to repeat."""
         self._closed = True
+        if self._downloads is not None:
+            downloads, self._downloads = self._downloads, None
+            await downloads.close()
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -340,6 +348,60 @@ class SoraClient:
         if remaining is not None and remaining <= 0:
             raise WaitTimeoutError(task_id, None, timeout)
         return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
+
+    # --- files -------------------------------------------------------------
+
+    async def download(
+        self,
+        task_or_id: Task | str,
+        dest: str | os.PathLike[str],
+        *,
+        variant: str = "source",
+        on_progress: DownloadProgress | None = None,
+        timeout: float | None = None,
+    ) -> pathlib.Path:
+        """Save a finished task's video (or image) to disk, streaming it in chunks.
+
+        The file is written to a temporary name in the same folder and renamed
+        when complete and of the size the task announced, so an interrupted
+        download never leaves a partial file under the final name. The request
+        to the video host carries no API key, whatever session the client uses.
+
+        Args:
+            task_or_id: A SUCCESS `Task`, or a task id to fetch first.
+            dest: A file path, or a folder (existing, or written with a trailing
+                slash); in a folder the file is named from the task id and
+                variant, never from the URL.
+            variant: source, md, ld, thumbnail or spritesheet. A missing video
+                rendition falls back to the nearest one that exists.
+            on_progress: Called with (bytes so far, total or None); may be async.
+            timeout: Seconds for the whole download; None for no limit (a
+                stalled transfer still fails after 60 s without data).
+
+        Returns:
+            The path written.
+
+        Raises:
+            ValueError: `variant` is not known.
+            URLExpiredError: The video host refused the URL (HTTP 403).
+            DownloadError: The task has no such file, or the transfer failed.
+        """
+        task = task_or_id if isinstance(task_or_id, Task) else await self.get_task(task_or_id)
+        if task.status is TaskStatus.SUCCESS and task.data == _NULL:
+            task = await self.get_task(task.task_id)  # a stripped snapshot: fetch the payload
+        plan = plan_download(task, variant)
+        path = target_path(dest, plan)
+        return await stream_to_file(
+            self._cdn_session(), plan, path, on_progress=on_progress, total_seconds=timeout
+        )
+
+    def _cdn_session(self) -> aiohttp.ClientSession:
+        """A session of our own, with no default headers, for video hosts."""
+        if self._closed:
+            raise RuntimeError("this SoraClient is closed")
+        if self._downloads is None:
+            self._downloads = aiohttp.ClientSession()
+        return self._downloads
 
     # --- many tasks --------------------------------------------------------
 

@@ -14,7 +14,9 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     │   └── APITimeoutError       one request took longer than its timeout
     ├── ResponseDecodeError       the body is not JSON, or not the expected shape
     ├── TaskFailedError           the task ended in FAILURE
-    └── WaitTimeoutError          a wait's deadline passed before the task ended
+    ├── WaitTimeoutError          a wait's deadline passed before the task ended
+    └── DownloadError             a video could not be saved
+        └── URLExpiredError       the CDN refused the signed URL (403): fetch the task again
 
 Each error has `retryable`: whether sending the same request again may
 succeed. Messages are built from what the server said, clipped, and never
@@ -34,6 +36,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "DownloadError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
@@ -41,6 +44,7 @@ __all__ = [
     "SoraError",
     "TaskFailedError",
     "TaskNotFoundError",
+    "URLExpiredError",
     "WaitTimeoutError",
 ]
 
@@ -204,7 +208,21 @@ class WaitTimeoutError(SoraError, TimeoutError):
 
     def __init__(self, task_id: str, last_task: Task | None, timeout: float | None) -> None:
         seen = f"last status {last_task.raw_status}" if last_task else "no status seen"
-        after = f" after {timeout:g} s" if timeout is not None else ""
+        after = f" after {timeout:,.1f} s" if timeout is not None else ""
         super().__init__(f"task {task_id} did not finish{after} ({seen})")
         self.task_id = task_id
         self.last_task = last_task
+
+
+class DownloadError(SoraError):
+    """A video could not be saved: no such file, a CDN error, or a short or long body.
+
+    Nothing is left under the destination name when this is raised.
+    """
+
+
+class URLExpiredError(DownloadError):
+    """The CDN refused the signed video URL (HTTP 403), most likely because it expired.
+
+    Fetch the task again with `get_task`: the gateway may hand out fresh URLs.
+    """

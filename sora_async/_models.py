@@ -128,7 +128,9 @@ class Video(msgspec.Struct, frozen=True, kw_only=True):
 
 # strict=False lets "854" decode as 854: upstream is not careful with types.
 _video_decoder: msgspec.json.Decoder[Video | None] = msgspec.json.Decoder(Video | None, strict=False)
-_NULL = msgspec.Raw(b"null")
+NULL_PAYLOAD = msgspec.Raw(b"null")
+"""The `data` of a Task without a nested payload."""
+_NULL = NULL_PAYLOAD
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from ._errors import WaitTimeoutError
-from ._models import Task
+from ._models import NULL_PAYLOAD, Task
 
 __all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "WaitState", "backoff_delay"]
 
@@ -193,7 +193,7 @@ class WaitState:
         else:  # shared strings and no payload: a waiter between polls stays small
             self.last = msgspec.structs.replace(
                 task,
-                data=_NULL,
+                data=NULL_PAYLOAD,
                 task_id=self.task_id if task.task_id == self.task_id else task.task_id,
                 raw_status=sys.intern(task.raw_status),
                 progress=sys.intern(task.progress),
@@ -215,6 +215,3 @@ class WaitState:
     def timed_out(self) -> WaitTimeoutError:
         """The error for a wait whose deadline has come."""
         return WaitTimeoutError(self.task_id, self.last, self.timeout)
-
-
-_NULL = msgspec.Raw(b"null")

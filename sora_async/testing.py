@@ -23,7 +23,9 @@ from __future__ import annotations
 import array
 import asyncio
 import collections
+import functools
 import hashlib
+import importlib.resources
 import json
 import math
 import random
@@ -72,9 +74,17 @@ _UPSTREAM_STATUS = {
     "SUCCESS": "succeeded",
     "FAILURE": "failed",
 }
-_VARIANT_SIZES = {"source": 4096, "md": 2048, "ld": 1024, "thumbnail": 256, "spritesheet": 512}
+_VIDEO_VARIANTS = ("source", "md", "ld")
+_IMAGE_VARIANTS = ("thumbnail", "spritesheet")
 
-Route = Literal["any", "create", "query"]
+
+@functools.cache
+def sample_file(kind: Literal["mp4", "jpg"]) -> bytes:
+    """The small real file the fake video host serves: a 1 s H.264 MP4, or a JPEG."""
+    return (importlib.resources.files("sora_async") / "_assets" / f"sample.{kind}").read_bytes()
+
+
+Route = Literal["any", "create", "query", "cdn"]
 
 
 @dataclass(frozen=True)
@@ -302,8 +312,9 @@ class FakeSoraServer:
         Args:
             fault: The answer to send instead of the real one.
             times: How many requests get it.
-            route: "create", "query", or "any".
-            task_id: Only queries of this task match.
+            route: "create", "query", "cdn" (the fake video host), or "any"
+                (the API routes).
+            task_id: Only queries of this task (or its files) match.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -489,14 +500,21 @@ class FakeSoraServer:
         )
 
     async def _handle_cdn(self, request: web.Request) -> web.StreamResponse:
+        """The fake video host: a real MP4 for video variants, a JPEG for images."""
         self._record(request, b"")
         variant = request.match_info["variant"].split(".")[0]
-        size = _VARIANT_SIZES.get(variant)
-        if size is None or request.match_info["task_id"] not in self.tasks:
+        if request.match_info["task_id"] not in self.tasks or variant not in (
+            *_VIDEO_VARIANTS,
+            *_IMAGE_VARIANTS,
+        ):
             return web.Response(status=404, text="not found")
-        return web.Response(
-            body=_fake_file(request.match_info["task_id"], variant, size), content_type="video/mp4"
-        )
+        fault = self._take_fault("cdn", request.match_info["task_id"])
+        if fault is not None:
+            self.faults_sent.append((time.monotonic(), request.path, fault))
+            return await _fault_response(fault)
+        if variant in _VIDEO_VARIANTS:
+            return web.Response(body=sample_file("mp4"), content_type="video/mp4")
+        return web.Response(body=sample_file("jpg"), content_type="image/jpeg")
 
     def _record(self, request: web.Request, body: bytes) -> None:
         self.recorded.append(RecordedRequest(request.method, request.path_qs, dict(request.headers), body))
@@ -512,7 +530,7 @@ class FakeSoraServer:
 
     def _take_fault(self, route: Route, task_id: str | None) -> Fault | None:
         for injection in self._injections:
-            if injection.route not in ("any", route):
+            if injection.route != route and (injection.route != "any" or route == "cdn"):
                 continue
             if injection.task_id is not None and injection.task_id != task_id:
                 continue
@@ -591,7 +609,7 @@ class FakeSoraServer:
                 return {"path": path, "size": None}
             return {
                 "path": path,
-                "size": _VARIANT_SIZES[variant],
+                "size": len(sample_file("mp4")),
                 "width": width,
                 "height": height,
                 "duration_secs": n_frames // 30,
@@ -646,8 +664,3 @@ async def _fault_response(fault: Fault) -> web.Response:
     body = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
     headers.setdefault("Content-Type", fault.content_type)
     return web.Response(status=fault.status, body=body, headers=headers)
-
-
-def _fake_file(task_id: str, variant: str, size: int) -> bytes:
-    seed = hashlib.sha256(f"{task_id}/{variant}".encode()).digest()
-    return (seed * (size // len(seed) + 1))[:size]

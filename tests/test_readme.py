@@ -8,7 +8,7 @@ import pathlib
 import re
 import sys
 
-from sora_async.testing import FakeSoraServer
+from sora_async.testing import FakeSoraServer, sample_file
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
@@ -17,13 +17,14 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
-async def run_python(code: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+async def run_python(code: str, env: dict[str, str], *args: str, cwd: str | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         code,
         *args,
         env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -32,8 +33,8 @@ async def run_python(code: str, env: dict[str, str], *args: str) -> tuple[int, s
 
 
 def test_readme_has_the_examples() -> None:
-    """The README shows a quickstart, a batch example and a testing example."""
-    assert len(python_blocks()) == 3
+    """The README shows a quickstart, a batch, a download and a testing example."""
+    assert len(python_blocks()) == 4
 
 
 async def test_quickstart_runs_against_fake_server() -> None:
@@ -67,7 +68,38 @@ async def test_batch_example_runs_against_fake_server() -> None:
 
 async def test_testing_example_runs() -> None:
     """The sora_async.testing example runs on its own and prints what it promises."""
-    code, output = await run_python(python_blocks()[2], dict(os.environ))
+    code, output = await run_python(python_blocks()[3], dict(os.environ))
     assert code == 0, output
     assert "failed as scripted: moderation" in output
     assert "polls: 2 creates: 2" in output
+
+
+async def test_download_example_runs(tmp_path: pathlib.Path) -> None:
+    """The download example saves the video under ./videos/, named from the task id."""
+    async with FakeSoraServer() as server:
+        task_id = server.add_task(timeline=[("SUCCESS", "100%")])
+        env = {**os.environ, "COMETAPI_KEY": "readme-key", "COMETAPI_BASE_URL": server.url}
+        code, output = await run_python(python_blocks()[2], env, task_id, cwd=str(tmp_path))
+    assert code == 0, output
+    assert output.strip() == f"saved videos/{task_id}_source.mp4 {len(sample_file('mp4'))} bytes"
+
+
+async def test_cli_example_runs(tmp_path: pathlib.Path) -> None:
+    """The CLI example in the README runs as shown and prints the lines it shows."""
+    text = README.read_text()
+    command = next(line[2:] for line in text.splitlines() if line.startswith("$ sora-async "))
+    process = await asyncio.create_subprocess_shell(
+        command.replace("sora-async", f"{sys.executable} -m sora_async", 1),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k != "COMETAPI_KEY"},
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    lines = output.decode().splitlines()
+    assert process.returncode == 0, lines
+    assert lines[0] == "Using an embedded fake server (--fake)."
+    assert any(line.endswith("SUCCESS 100%") for line in lines)
+    assert lines[-1].startswith("saved: demo-output/task_")
+    (saved,) = (tmp_path / "demo-output").iterdir()
+    assert saved.read_bytes()[4:8] == b"ftyp"
