@@ -82,7 +82,6 @@ class Batch:
         rate_limit: float | None,
         timeout: float | None,
         poll: PollPolicy,
-        max_retries: int,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -94,7 +93,6 @@ class Batch:
         self._concurrency = concurrency
         self._timeout = timeout
         self._policy = poll
-        self._max_retries = max_retries
         self._heap: list[tuple[float, int, _Tracked]] = []
         self._sequence = itertools.count()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -199,7 +197,7 @@ class Batch:
             now = loop.time()
             if isinstance(exc, APITimeoutError) and now >= self._deadline:
                 self._time_out(tracked, exc)
-            elif exc.retryable and tracked.errors < self._max_retries:
+            elif exc.retryable:  # a transient failure: keep trying until the deadline
                 delay = self._client._retry.delay(tracked.errors)
                 tracked.errors += 1
                 if now + delay >= self._deadline:

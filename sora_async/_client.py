@@ -298,12 +298,7 @@ class SoraClient:
         # one coroutine frame, a WaitState and a sleep.
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                task, retry_after = await self._call(
-                    "GET", task_path(task_id), None, self._parse_task, _retry_idempotent, state.deadline
-                )
-            except _OutOfTime as exc:
-                raise state.timed_out() from exc.__cause__
+            task, retry_after = await self._poll_through_errors(task_path(task_id), state, loop)
             if state.observe(task) and on_progress is not None:
                 result = on_progress(task)
                 if inspect.isawaitable(result):
@@ -448,7 +443,6 @@ class SoraClient:
             rate_limit=rate_limit,
             timeout=timeout,
             poll=poll if poll is not None else self._poll,
-            max_retries=self._max_retries,
         )
         return batch.outcomes()
 
@@ -481,21 +475,40 @@ class SoraClient:
         return WaitState(task_id, poll if poll is not None else self._poll, timeout, deadline)
 
     async def _snapshots(self, path: str, state: WaitState) -> AsyncGenerator[Task, None]:
-        """The loop behind watch: the same steps as _wait, yielding changes."""
+        """The loop behind watch: the steps of wait_until_done, yielding changes."""
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                task, retry_after = await self._call(
-                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
-                )
-            except _OutOfTime as exc:
-                raise state.timed_out() from exc.__cause__
+            task, retry_after = await self._poll_through_errors(path, state, loop)
             if state.observe(task):
                 yield task
             if task.is_terminal:
                 return
             del task
             await asyncio.sleep(state.next_delay(loop.time(), retry_after))
+
+    async def _poll_through_errors(
+        self, path: str, state: WaitState, loop: asyncio.AbstractEventLoop
+    ) -> tuple[Task, float | None]:
+        """One poll of a wait. Once a poll's own retries are spent on a transient
+        failure, the wait goes on polling with backoff until its deadline: it
+        exists to learn the outcome, and the deadline is what bounds it."""
+        while True:
+            try:
+                return await self._call(
+                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
+                )
+            except _OutOfTime as exc:
+                raise state.timed_out() from exc.__cause__
+            except SoraError as exc:
+                if not exc.retryable:
+                    raise
+                delay = state.error_delay(loop.time(), self._retry)
+                if delay is None:
+                    raise state.timed_out() from exc
+                logger.debug(
+                    "poll of %s still failing (%s); next try in %.2f s", path, type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
 
     async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
         """One query with no retries, for callers that schedule their own."""

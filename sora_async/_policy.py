@@ -171,7 +171,7 @@ class WaitState:
         deadline: The clock time after which no poll may start, or None.
     """
 
-    __slots__ = ("deadline", "last", "policy", "polls", "task_id", "timeout")
+    __slots__ = ("deadline", "errors", "last", "policy", "polls", "task_id", "timeout")
 
     def __init__(
         self, task_id: str, policy: PollPolicy, timeout: float | None, deadline: float | None
@@ -181,11 +181,13 @@ class WaitState:
         self.timeout = timeout
         self.deadline = deadline
         self.polls = 0
+        self.errors = 0
         self.last: Task | None = None
 
     def observe(self, task: Task) -> bool:
         """Record a snapshot; return whether its status or progress changed."""
         self.polls += 1
+        self.errors = 0
         last = self.last
         changed = last is None or task.raw_status != last.raw_status or task.progress != last.progress
         if task.is_terminal:
@@ -210,6 +212,14 @@ class WaitState:
         delay = self.policy.next_delay(self.polls, retry_after=retry_after)
         if self.deadline is not None and now + delay >= self.deadline:
             raise self.timed_out()
+        return delay
+
+    def error_delay(self, now: float, retry: RetryPolicy) -> float | None:
+        """Seconds to back off after a failed poll, or None if the deadline leaves no room."""
+        delay = retry.delay(self.errors)
+        self.errors += 1
+        if self.deadline is not None and now + delay >= self.deadline:
+            return None
         return delay
 
     def timed_out(self) -> WaitTimeoutError:

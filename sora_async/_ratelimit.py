@@ -152,6 +152,8 @@ class RateController:
             now: The current time.
             retry_after: The server's Retry-After in seconds, if it sent one.
         """
+        if retry_after is not None and retry_after <= 0:
+            return  # "come back at once": a transient refusal, not a request to slow down
         if retry_after is not None:
             pause = retry_after
         else:

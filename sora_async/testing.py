@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 __all__ = [
     "DEFAULT_TIMELINE",
     "FAILURE_TIMELINE",
+    "Chaos",
     "FakeSoraServer",
     "FakeTask",
     "Fault",
@@ -98,6 +100,14 @@ class Fault:
         headers: Extra response headers, such as {"Retry-After": "2"}.
         delay: Seconds to wait before answering.
         content_type: The Content-Type of a str or bytes body.
+        transport: How the answer misbehaves on the wire: "normal"; "reset"
+            (close the connection before any header); "reset_mid_body" (send
+            headers and half the body, then close); "truncate" (announce a
+            Content-Length, send less, close); "stall" (send headers, then
+            never the body); "oversized" (stream `size` bytes of a JSON-ish
+            body, with a Content-Length unless `chunked`).
+        size: Bytes to send with transport="oversized".
+        chunked: With transport="oversized", send no Content-Length.
     """
 
     status: int = 500
@@ -105,6 +115,39 @@ class Fault:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     content_type: str = "application/json"
+    transport: Literal["normal", "reset", "reset_mid_body", "truncate", "stall", "oversized"] = "normal"
+    size: int = 0
+    chunked: bool = False
+
+    @classmethod
+    def reset(cls) -> Fault:
+        """The connection is closed before any response header."""
+        return cls(transport="reset")
+
+    @classmethod
+    def reset_mid_body(cls) -> Fault:
+        """Headers and part of the body arrive, then the connection is closed."""
+        return cls(200, transport="reset_mid_body")
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        """The body is shorter than its Content-Length, and the connection ends."""
+        return cls(200, transport="truncate")
+
+    @classmethod
+    def stalled(cls) -> Fault:
+        """Headers arrive, then the body never does."""
+        return cls(200, transport="stall")
+
+    @classmethod
+    def oversized(cls, size: int = 50 * 1024 * 1024, *, chunked: bool = False) -> Fault:
+        """A 200 whose body is `size` bytes (50 MB by default), streamed, never held in memory."""
+        return cls(200, transport="oversized", size=size, chunked=chunked)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 301) -> Fault:
+        """A redirect to `location`: another path, or another host."""
+        return cls(status, "<html>Moved</html>", {"Location": location}, content_type="text/html")
 
     @classmethod
     def rate_limited(cls, retry_after: str | None = "1") -> Fault:
@@ -121,6 +164,23 @@ class Fault:
     def malformed(cls) -> Fault:
         """A 200 whose body is not JSON."""
         return cls(200, b'{"code": "success", "data": {', content_type="application/json")
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Random faults on a share of API requests, for soak tests.
+
+    Attributes:
+        transient: The share of requests that get a fault a client should
+            retry through: 429, 500, 502, 503, 504, 524, or a connection reset
+            before or during the body.
+        stall: The share of requests whose body never comes.
+        seed: Seeds the draws, so a run can be repeated.
+    """
+
+    transient: float = 0.2
+    stall: float = 0.01
+    seed: int = 0
 
 
 @dataclass
@@ -175,6 +235,8 @@ class FakeSoraServer:
         seed: Seeds the task ids, so runs are repeatable.
         rate_limit: When set, API requests beyond this many in any one-second
             window are answered 429 with a Retry-After.
+        chaos: When set, a random share of API requests get transient faults
+            or stall (see `Chaos`); `chaos_faults` counts them by kind.
         host, port: Where to listen; port 0 picks a free one.
     """
 
@@ -190,6 +252,7 @@ class FakeSoraServer:
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
         rate_limit: float | None = None,
+        chaos: Chaos | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -212,6 +275,10 @@ class FakeSoraServer:
         self.recorded: collections.deque[RecordedRequest] = collections.deque(maxlen=1000)
         """The last 1,000 requests, headers included."""
         self.rate_limit = rate_limit
+        self.chaos = chaos
+        self.chaos_faults: collections.Counter[str] = collections.Counter()
+        """Faults drawn by `chaos`, by kind ("429", "502", "reset", "stall", ...)."""
+        self._chaos_random = random.Random(chaos.seed if chaos is not None else 0)
         self.throttled = 0
         """How many requests were answered 429 by `rate_limit`."""
         self.faults_sent: list[tuple[float, str, Fault]] = []
@@ -453,7 +520,7 @@ class FakeSoraServer:
         fault = self._take_fault("create", None)
         if fault is not None:
             self.faults_sent.append((self.arrivals[-1], request.path, fault))
-            return await _fault_response(fault)
+            return await _fault_response(fault, request)
         denied = self._check_auth(request)
         if denied is not None:
             return denied
@@ -486,7 +553,7 @@ class FakeSoraServer:
         fault = self._take_fault("query", task_id)
         if fault is not None:
             self.faults_sent.append((self.arrivals[-1], request.path, fault))
-            return await _fault_response(fault)
+            return await _fault_response(fault, request)
         denied = self._check_auth(request)
         if denied is not None:
             return denied
@@ -511,7 +578,7 @@ class FakeSoraServer:
         fault = self._take_fault("cdn", request.match_info["task_id"])
         if fault is not None:
             self.faults_sent.append((time.monotonic(), request.path, fault))
-            return await _fault_response(fault)
+            return await _fault_response(fault, request)
         if variant in _VIDEO_VARIANTS:
             return web.Response(body=sample_file("mp4"), content_type="video/mp4")
         return web.Response(body=sample_file("jpg"), content_type="image/jpeg")
@@ -529,6 +596,20 @@ class FakeSoraServer:
         )
 
     def _take_fault(self, route: Route, task_id: str | None) -> Fault | None:
+        scripted = self._take_scripted_fault(route, task_id)
+        if scripted is not None or self.chaos is None or route == "cdn":
+            return scripted
+        draw = self._chaos_random.random()
+        if draw < self.chaos.stall:
+            self.chaos_faults["stall"] += 1
+            return Fault.stalled()
+        if draw < self.chaos.stall + self.chaos.transient:
+            fault = self._chaos_random.choice(_TRANSIENT_FAULTS)
+            self.chaos_faults[fault.transport if fault.transport != "normal" else str(fault.status)] += 1
+            return fault
+        return None
+
+    def _take_scripted_fault(self, route: Route, task_id: str | None) -> Fault | None:
         for injection in self._injections:
             if injection.route != route and (injection.route != "any" or route == "cdn"):
                 continue
@@ -653,9 +734,11 @@ def _envelope_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"code": code, "message": message, "data": None}, status=status)
 
 
-async def _fault_response(fault: Fault) -> web.Response:
+async def _fault_response(fault: Fault, request: web.Request) -> web.StreamResponse:
     if fault.delay > 0:
         await asyncio.sleep(fault.delay)
+    if fault.transport != "normal":
+        return await _misbehave(fault, request)
     headers = dict(fault.headers)
     if fault.body is None:
         return web.Response(status=fault.status, headers=headers)
@@ -664,3 +747,55 @@ async def _fault_response(fault: Fault) -> web.Response:
     body = fault.body.encode() if isinstance(fault.body, str) else bytes(fault.body)
     headers.setdefault("Content-Type", fault.content_type)
     return web.Response(status=fault.status, body=body, headers=headers)
+
+
+_PARTIAL_BODY = b'{"code": "success", "message": "", "data": {"task_id": "task_partial", "status": "QUEU'
+
+
+async def _misbehave(fault: Fault, request: web.Request) -> web.StreamResponse:
+    """Answers that break HTTP itself: resets, short bodies, stalls, huge bodies."""
+    transport = request.transport
+    if fault.transport == "reset":
+        if transport is not None:
+            transport.abort()
+        raise asyncio.CancelledError  # aiohttp then drops the request without answering
+    length = {"reset_mid_body": 4096, "truncate": len(_PARTIAL_BODY) * 2, "stall": 4096}.get(fault.transport)
+    if fault.transport == "oversized" and not fault.chunked:
+        length = fault.size
+    response = web.StreamResponse(status=fault.status, headers={"Content-Type": "application/json"})
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    if fault.transport == "stall":
+        await asyncio.Event().wait()  # until the client gives up and the handler is cancelled
+    if fault.transport == "oversized":
+        chunk = b" " * 65536
+        sent = 0
+        try:
+            while sent < fault.size:
+                await response.write(chunk[: fault.size - sent])
+                sent += len(chunk)
+            await response.write_eof()
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the client gave up, as it should
+        finally:
+            request["oversized_sent"] = sent
+        return response
+    await response.write(_PARTIAL_BODY)
+    if transport is not None:
+        transport.abort()
+    raise asyncio.CancelledError
+
+
+# The faults Chaos draws from (defined last: they use the helpers above).
+_TRANSIENT_FAULTS = (
+    Fault.rate_limited(retry_after="0"),
+    Fault(500, {"error": {"message": "internal error", "type": "server_error"}}),
+    Fault.server_error(502),
+    Fault(503, None),
+    Fault(504, "<html>Gateway Timeout</html>", content_type="text/html"),
+    Fault(524, "<html>A timeout occurred</html>", content_type="text/html"),
+    Fault.reset(),
+    Fault.reset_mid_body(),
+    Fault.truncated(),
+)

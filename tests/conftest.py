@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sora_async import PollPolicy
+
+# Fuzzing: a bounded run in `make test`, a long one with `make fuzz`.
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SAMPLES = pathlib.Path(__file__).parent / "samples"
 

@@ -64,10 +64,10 @@ def test_throttle_cuts_rate_below_what_was_accepted() -> None:
     controller = RateController(500.0)
     for i in range(50):  # the server accepted 50 requests in the last second
         controller.on_success((i + 1) * 0.02)
-    controller.on_throttle(1.0, retry_after=0.0)
+    controller.on_throttle(1.0, retry_after=1.0)
     assert controller.rate == pytest.approx(45.0, rel=0.05)
     cut = controller.rate
-    controller.on_throttle(1.1, retry_after=0.0)  # same event: no second cut
+    controller.on_throttle(1.1, retry_after=1.0)  # same event: no second cut
     assert controller.rate == cut
 
 
@@ -76,7 +76,7 @@ def test_rate_recovers_gradually_and_stays_under_limit() -> None:
     controller = RateController(100.0)
     for i in range(80):
         controller.on_success(i / 80)
-    controller.on_throttle(1.0, retry_after=0.0)
+    controller.on_throttle(1.0, retry_after=1.0)
     cut = controller.rate
     assert cut is not None
     now = 1.0
@@ -103,3 +103,13 @@ def test_rejects_nonsense(kwargs: dict[str, float]) -> None:
     """Impossible budgets are a ValueError."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by argument
         RateController(**kwargs)
+
+
+def test_retry_after_zero_neither_pauses_nor_slows() -> None:
+    """A 429 saying Retry-After: 0 is a transient refusal: no pause and no cut in the pace."""
+    controller = RateController(100.0)
+    for i in range(50):
+        controller.on_success((i + 1) * 0.02)
+    controller.on_throttle(1.0, retry_after=0.0)
+    assert controller.rate == 100.0
+    assert controller.pause_until == 0.0
