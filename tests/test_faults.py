@@ -311,5 +311,6 @@ async def test_wait_ends_at_deadline_when_errors_never_stop(
     server.inject(Fault.server_error(502), task_id=task_id, times=10_000)
     with Timer() as timer, pytest.raises(WaitTimeoutError) as caught:
         await client.wait_until_done(task_id, timeout=1.0)
-    assert isinstance(caught.value.__cause__, ServerError)
-    assert timer.elapsed < 1.0 + 0.5
+    # The last error is the 502, or the timeout of a request cut short by the deadline.
+    assert isinstance(caught.value.__cause__, ServerError | APITimeoutError)
+    assert timer.elapsed < 1.0 + 1.0
