@@ -1,5 +1,6 @@
 """sora_async: an asyncio SDK for CometAPI's Sora video task API."""
 
+from ._cadence import CadencePolicy, SweepEstimator
 from ._client import DEFAULT_WAIT_TIMEOUT, ProgressCallback, SoraClient
 from ._errors import (
     APIConnectionError,
@@ -32,6 +33,7 @@ __all__ = [
     "Action",
     "AuthenticationError",
     "BadRequestError",
+    "CadencePolicy",
     "CreateOptions",
     "DownloadError",
     "Encoding",
@@ -46,6 +48,7 @@ __all__ = [
     "ServerError",
     "SoraClient",
     "SoraError",
+    "SweepEstimator",
     "Task",
     "TaskFailedError",
     "TaskNotFoundError",

@@ -35,7 +35,7 @@ DEFAULT_BATCH_CONCURRENCY = 5
 class _Tracked:
     """What the batch remembers of one task between polls."""
 
-    __slots__ = ("errors", "polls", "progress", "raw_status", "status", "task_id")
+    __slots__ = ("errors", "last_sent", "polls", "progress", "raw_status", "status", "task_id")
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
@@ -44,6 +44,7 @@ class _Tracked:
         self.status: TaskStatus | None = None
         self.raw_status = ""
         self.progress = ""
+        self.last_sent = 0.0
 
     def snapshot(self) -> Task | None:
         """A status-only Task for timeout errors (no nested payload is kept)."""
@@ -185,6 +186,7 @@ class Batch:
 
     async def _poll(self, tracked: _Tracked, slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
+        sent = loop.time()
         try:
             deadline = None if self._deadline == float("inf") else self._deadline
             task, retry_after = await self._client._poll_once(task_path(tracked.task_id), deadline)
@@ -216,6 +218,10 @@ class Batch:
             slots.release()
         now = loop.time()
         self._pacer.on_success(now)
+        if tracked.polls:  # what changed since the previous poll teaches a CadencePolicy
+            changed = task.raw_status != tracked.raw_status or task.progress != tracked.progress
+            self._policy.observe(tracked.last_sent, now, changed)
+        tracked.last_sent = sent
         tracked.errors = 0
         tracked.polls += 1
         tracked.status = task.status
@@ -226,7 +232,7 @@ class Batch:
         elif task.status is TaskStatus.FAILURE:
             self._finish(tracked, TaskFailedError(task))
         else:
-            due = now + self._policy.next_delay(tracked.polls, retry_after=retry_after)
+            due = now + self._policy.next_delay(tracked.polls, retry_after=retry_after, now=now)
             if due >= self._deadline:
                 self._time_out(tracked)
             else:

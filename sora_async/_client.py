@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 
 from ._batch import DEFAULT_BATCH_CONCURRENCY, Batch, Outcome, wait_turn
+from ._cadence import CadencePolicy
 from ._download import DownloadProgress, stream_to_file
 from ._download_plan import plan_download, target_path
 from ._errors import (
@@ -92,7 +93,9 @@ class SoraClient:
             https://api.cometapi.com. A trailing slash does not matter.
         timeout: Seconds one HTTP request may take, all retries aside.
         max_retries: How often a failed idempotent request is resent.
-        poll: The default `PollPolicy` for waits.
+        poll: The default `PollPolicy` for waits; by default a `CadencePolicy`
+            that learns the gateway's refresh cadence from all of this client's
+            waits, and backs off like `PollPolicy` until it has.
         session: An `aiohttp.ClientSession` to use. The client never closes a
             session it did not create.
         allow_insecure_http: Allow a plain-http base URL to a host that is not
@@ -147,7 +150,9 @@ class SoraClient:
         self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
         self._max_retries = max_retries
         self._max_response_bytes = max_response_bytes
-        self._poll = poll if poll is not None else PollPolicy()
+        # One CadencePolicy per client: all its waits share what it learns of
+        # the gateway's refresh cadence.
+        self._poll = poll if poll is not None else CadencePolicy()
         self._retry = retry if retry is not None else RetryPolicy()
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1, or None")
@@ -298,8 +303,9 @@ class SoraClient:
         # one coroutine frame, a WaitState and a sleep.
         loop = asyncio.get_running_loop()
         while True:
+            sent = loop.time()
             task, retry_after = await self._poll_through_errors(task_path(task_id), state, loop)
-            if state.observe(task) and on_progress is not None:
+            if state.observe(task, sent, loop.time()) and on_progress is not None:
                 result = on_progress(task)
                 if inspect.isawaitable(result):
                     await result
@@ -478,8 +484,9 @@ class SoraClient:
         """The loop behind watch: the steps of wait_until_done, yielding changes."""
         loop = asyncio.get_running_loop()
         while True:
+            sent = loop.time()
             task, retry_after = await self._poll_through_errors(path, state, loop)
-            if state.observe(task):
+            if state.observe(task, sent, loop.time()):
                 yield task
             if task.is_terminal:
                 return

@@ -94,13 +94,21 @@ class PollPolicy:
         self.max_retry_after = float(max_retry_after)
         self.random: Random = random if random is not None else _default_random
 
-    def next_delay(self, polls: int, *, retry_after: float | None = None) -> float:
+    def observe(self, since: float, received_at: float, changed: bool) -> None:
+        """Learn from a poll answered at `received_at`: whether the task changed since
+        the previous poll, sent at `since`.
+
+        A plain backoff learns nothing; `CadencePolicy` learns the gateway's cadence.
+        """
+
+    def next_delay(self, polls: int, *, retry_after: float | None = None, now: float | None = None) -> float:
         """Seconds to wait after the `polls`-th poll (1-based) before the next.
 
         Args:
             polls: How many polls have been made so far (at least 1).
             retry_after: A server-requested delay; when given it wins, capped
                 at `max_retry_after`.
+            now: The current time, for policies that schedule by the clock.
         """
         if retry_after is not None:
             return min(max(0.0, retry_after), self.max_retry_after)
@@ -171,7 +179,7 @@ class WaitState:
         deadline: The clock time after which no poll may start, or None.
     """
 
-    __slots__ = ("deadline", "errors", "last", "policy", "polls", "task_id", "timeout")
+    __slots__ = ("deadline", "errors", "last", "last_sent", "policy", "polls", "task_id", "timeout")
 
     def __init__(
         self, task_id: str, policy: PollPolicy, timeout: float | None, deadline: float | None
@@ -183,13 +191,24 @@ class WaitState:
         self.polls = 0
         self.errors = 0
         self.last: Task | None = None
+        self.last_sent = 0.0
 
-    def observe(self, task: Task) -> bool:
-        """Record a snapshot; return whether its status or progress changed."""
+    def observe(self, task: Task, sent_at: float = 0.0, received_at: float = 0.0) -> bool:
+        """Record a snapshot from a poll sent and answered at these times.
+
+        Tells the policy whether the task changed since the previous poll, so a
+        `CadencePolicy` can learn the gateway's cadence.
+
+        Returns:
+            Whether the status or progress changed (always True for the first).
+        """
         self.polls += 1
         self.errors = 0
         last = self.last
         changed = last is None or task.raw_status != last.raw_status or task.progress != last.progress
+        if last is not None:
+            self.policy.observe(self.last_sent, received_at, changed)
+        self.last_sent = sent_at
         if task.is_terminal:
             self.last = task
         else:  # shared strings and no payload: a waiter between polls stays small
@@ -209,7 +228,7 @@ class WaitState:
         Raises:
             WaitTimeoutError: The next poll could not start before the deadline.
         """
-        delay = self.policy.next_delay(self.polls, retry_after=retry_after)
+        delay = self.policy.next_delay(self.polls, retry_after=retry_after, now=now)
         if self.deadline is not None and now + delay >= self.deadline:
             raise self.timed_out()
         return delay

@@ -226,8 +226,12 @@ class FakeSoraServer:
             SUCCESS or FAILURE. Defaults to `DEFAULT_TIMELINE`.
         fail_reason: The `fail_reason` of tasks that end in FAILURE.
         advance: "poll" moves a task one state forward per answered query;
-            "clock" moves it one state per `step_seconds` since creation.
-        step_seconds: The length of one state in "clock" mode.
+            "clock" moves it one state per `step_seconds` since creation;
+            "sweep" does the same, but a task shows only what the gateway's
+            last refresh sweep saw (every `sweep_seconds`, from `sweep_phase`).
+        step_seconds: The length of one state in "clock" and "sweep" modes.
+        sweep_seconds: The gateway's refresh period in "sweep" mode.
+        sweep_phase: When the sweeps happen; random (from `seed`) if not given.
         create_response: Which of the three known create answers to send:
             "envelope" (`data` is the id), "object" (`id` and `task_id`), or
             "envelope_object" (`data` is an object with `task_id`).
@@ -246,8 +250,10 @@ class FakeSoraServer:
         api_key: str | None = None,
         timeline: Sequence[State] = DEFAULT_TIMELINE,
         fail_reason: str = "the prompt was rejected by moderation",
-        advance: Literal["poll", "clock"] = "poll",
+        advance: Literal["poll", "clock", "sweep"] = "poll",
         step_seconds: float = 1.0,
+        sweep_seconds: float = 15.0,
+        sweep_phase: float | None = None,
         create_response: Literal["envelope", "object", "envelope_object"] = "envelope",
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
@@ -256,15 +262,19 @@ class FakeSoraServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if advance not in ("poll", "clock"):
-            raise ValueError("advance must be 'poll' or 'clock'")
-        if not step_seconds > 0:
-            raise ValueError("step_seconds must be > 0")
+        if advance not in ("poll", "clock", "sweep"):
+            raise ValueError("advance must be 'poll', 'clock' or 'sweep'")
+        if not step_seconds > 0 or not sweep_seconds > 0:
+            raise ValueError("step_seconds and sweep_seconds must be > 0")
         self.api_key = api_key
         self.timeline = _check_timeline(timeline)
         self.fail_reason = fail_reason
         self.advance = advance
         self.step_seconds = step_seconds
+        self.sweep_seconds = sweep_seconds
+        phase = sweep_phase if sweep_phase is not None else random.Random(seed).uniform(0, sweep_seconds)
+        self.sweep_phase = phase
+        """Sweeps happen at sweep_phase + k * sweep_seconds on the server's clock."""
         self.create_response = create_response
         self.clock = clock
         self.host = host
@@ -627,8 +637,12 @@ class FakeSoraServer:
         if self.advance == "poll":
             step = task.served
         else:
+            now = self.clock()
+            if self.advance == "sweep":  # what the last refresh sweep saw, like the real gateway
+                period = self.sweep_seconds
+                now = self.sweep_phase + math.floor((now - self.sweep_phase) / period) * period
             step_seconds = task.step_seconds if task.step_seconds is not None else self.step_seconds
-            step = int((self.clock() - task.created_at) / step_seconds)
+            step = max(0, int((now - task.created_at) / step_seconds))
         return task.timeline[min(step, len(task.timeline) - 1)]
 
     def _new_task_id(self) -> str:
