@@ -304,7 +304,14 @@ class SoraClient:
         loop = asyncio.get_running_loop()
         while True:
             sent = loop.time()
-            task, retry_after = await self._poll_through_errors(task_path(task_id), state, loop)
+            path = task_path(task_id)
+            try:
+                task, retry_after = await self._call(
+                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
+                )
+            except (_OutOfTime, SoraError) as exc:
+                task, retry_after = await self._poll_through_errors(exc, path, state, loop)
+            del path
             if state.observe(task, sent, loop.time()) and on_progress is not None:
                 result = on_progress(task)
                 if inspect.isawaitable(result):
@@ -485,7 +492,12 @@ class SoraClient:
         loop = asyncio.get_running_loop()
         while True:
             sent = loop.time()
-            task, retry_after = await self._poll_through_errors(path, state, loop)
+            try:
+                task, retry_after = await self._call(
+                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
+                )
+            except (_OutOfTime, SoraError) as exc:
+                task, retry_after = await self._poll_through_errors(exc, path, state, loop)
             if state.observe(task, sent, loop.time()):
                 yield task
             if task.is_terminal:
@@ -494,28 +506,34 @@ class SoraClient:
             await asyncio.sleep(state.next_delay(loop.time(), retry_after))
 
     async def _poll_through_errors(
-        self, path: str, state: WaitState, loop: asyncio.AbstractEventLoop
+        self, error: Exception, path: str, state: WaitState, loop: asyncio.AbstractEventLoop
     ) -> tuple[Task, float | None]:
-        """One poll of a wait. Once a poll's own retries are spent on a transient
-        failure, the wait goes on polling with backoff until its deadline: it
-        exists to learn the outcome, and the deadline is what bounds it."""
+        """Carry a wait's poll past `error`, the failure of its first try.
+
+        Once a poll's own retries are spent on a transient failure, the wait
+        goes on polling with backoff until its deadline: it exists to learn
+        the outcome, and the deadline is what bounds it. (Kept out of the
+        happy path, so a poll in flight is one coroutine frame shallower.)
+        """
         while True:
+            if isinstance(error, _OutOfTime):
+                raise state.timed_out() from error.__cause__
+            assert isinstance(error, SoraError)
+            if not error.retryable:
+                raise error
+            delay = state.error_delay(loop.time(), self._retry)
+            if delay is None:
+                raise state.timed_out() from error
+            logger.debug(
+                "poll of %s still failing (%s); next try in %.2f s", path, type(error).__name__, delay
+            )
+            await asyncio.sleep(delay)
             try:
                 return await self._call(
                     "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
                 )
-            except _OutOfTime as exc:
-                raise state.timed_out() from exc.__cause__
-            except SoraError as exc:
-                if not exc.retryable:
-                    raise
-                delay = state.error_delay(loop.time(), self._retry)
-                if delay is None:
-                    raise state.timed_out() from exc
-                logger.debug(
-                    "poll of %s still failing (%s); next try in %.2f s", path, type(exc).__name__, delay
-                )
-                await asyncio.sleep(delay)
+            except (_OutOfTime, SoraError) as exc:
+                error = exc
 
     async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
         """One query with no retries, for callers that schedule their own."""
