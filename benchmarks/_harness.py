@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -60,6 +62,20 @@ def rss_bytes() -> int:
     """The resident set size of this process, from /proc."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def sleeping_task_baseline(count: int) -> float:
+    """RSS growth per task for `count` bare asyncio.sleep tasks: the floor for anything that waits."""
+    gc.collect()
+    before = rss_bytes()
+    sleepers = [asyncio.create_task(asyncio.sleep(3600)) for _ in range(count)]
+    await asyncio.sleep(0.5)
+    gc.collect()
+    grown = rss_bytes() - before
+    for sleeper in sleepers:
+        sleeper.cancel()
+    await asyncio.gather(*sleepers, return_exceptions=True)
+    return grown / count
 
 
 def median(values: Sequence[float]) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sora_async import PollPolicy, RetryPolicy, SoraClient, Task, TaskFailedError
 
-from ._harness import admin, median, pin_to, rss_bytes, server_process
+from ._harness import admin, median, pin_to, rss_bytes, server_process, sleeping_task_baseline
 
 SCALE = 10.0
 """The fake server's clock runs this much faster than real time."""
@@ -76,19 +76,6 @@ async def storm(url: str, seconds: float) -> dict[str, Any]:
 def memory_child(mode: str, count: int, url: str) -> None:
     """Run in a fresh process: print RSS growth per tracked id as JSON."""
 
-    async def baseline() -> int:
-        ids = [f"task_{n:026d}" for n in range(count)]
-        gc.collect()
-        before = rss_bytes()
-        sleepers = [asyncio.create_task(asyncio.sleep(3600)) for _ in ids]
-        await asyncio.sleep(0.5)
-        gc.collect()
-        grown = rss_bytes() - before
-        for sleeper in sleepers:
-            sleeper.cancel()
-        await asyncio.gather(*sleepers, return_exceptions=True)
-        return grown
-
     async def batch() -> int:
         ids = admin(url, "/_fake/tasks", {"count": count, "never_finish": True})["task_ids"]
         async with SoraClient("bench-key", base_url=url) as client:
@@ -105,8 +92,11 @@ def memory_child(mode: str, count: int, url: str) -> None:
             await outcomes.aclose()
         return grown
 
-    grown = asyncio.run(baseline() if mode == "baseline" else batch())
-    print(json.dumps({"bytes_per_id": grown / count}))
+    if mode == "baseline":
+        per_id = asyncio.run(sleeping_task_baseline(count))
+    else:
+        per_id = asyncio.run(batch()) / count
+    print(json.dumps({"bytes_per_id": per_id}))
 
 
 def run_memory(count: int, rounds: int) -> dict[str, float]:

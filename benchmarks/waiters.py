@@ -18,20 +18,7 @@ import aiohttp
 
 from sora_async import PollPolicy, SoraClient
 
-from ._harness import admin, median, rss_bytes, server_process
-
-
-async def baseline(count: int) -> float:
-    gc.collect()
-    before = rss_bytes()
-    sleepers = [asyncio.create_task(asyncio.sleep(3600)) for _ in range(count)]
-    await asyncio.sleep(0.5)
-    gc.collect()
-    grown = rss_bytes() - before
-    for sleeper in sleepers:
-        sleeper.cancel()
-    await asyncio.gather(*sleepers, return_exceptions=True)
-    return grown / count
+from ._harness import admin, median, rss_bytes, server_process, sleeping_task_baseline
 
 
 async def waiters(count: int, url: str, step: int) -> float:
@@ -70,7 +57,7 @@ async def waiters(count: int, url: str, step: int) -> float:
 
 def child(mode: str, count: int, url: str) -> None:
     if mode == "baseline":
-        per_waiter = asyncio.run(baseline(count))
+        per_waiter = asyncio.run(sleeping_task_baseline(count))
     else:
         per_waiter = asyncio.run(waiters(count, url, count if mode == "at-once" else 1000))
     print(json.dumps({"bytes": per_waiter}))

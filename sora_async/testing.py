@@ -522,18 +522,9 @@ class FakeSoraServer:
 
     async def _handle_create(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self._record(request, body)
-        self.requests["create"] += 1
-        throttled = self._admit()
-        if throttled is not None:
-            return throttled
-        fault = self._take_fault("create", None)
-        if fault is not None:
-            self.faults_sent.append((self.arrivals[-1], request.path, fault))
-            return await _fault_response(fault, request)
-        denied = self._check_auth(request)
-        if denied is not None:
-            return denied
+        refused = await self._gate(request, body, "create", None)
+        if refused is not None:
+            return refused
         try:
             payload = json.loads(body)
         except ValueError:
@@ -553,20 +544,27 @@ class FakeSoraServer:
             return web.json_response({"code": "success", "message": "", "data": {"task_id": task_id}})
         return web.json_response({"code": "success", "message": "", "data": task_id})
 
-    async def _handle_query(self, request: web.Request) -> web.StreamResponse:
-        task_id = request.match_info["task_id"]
-        self._record(request, b"")
-        self.requests[task_id] += 1
+    async def _gate(
+        self, request: web.Request, body: bytes, route: Route, task_id: str | None
+    ) -> web.StreamResponse | None:
+        """What every API request goes through first: counting, the rate limit,
+        injected faults and the key check. Returns the answer that stops it, if any."""
+        self._record(request, body)
+        self.requests[task_id if task_id is not None else route] += 1
         throttled = self._admit()
         if throttled is not None:
             return throttled
-        fault = self._take_fault("query", task_id)
+        fault = self._take_fault(route, task_id)
         if fault is not None:
             self.faults_sent.append((self.arrivals[-1], request.path, fault))
             return await _fault_response(fault, request)
-        denied = self._check_auth(request)
-        if denied is not None:
-            return denied
+        return self._check_auth(request)
+
+    async def _handle_query(self, request: web.Request) -> web.StreamResponse:
+        task_id = request.match_info["task_id"]
+        refused = await self._gate(request, b"", "query", task_id)
+        if refused is not None:
+            return refused
         task = self.tasks.get(task_id)
         if task is None:
             return _envelope_error(400, "task_not_exist", "task_not_exist")
