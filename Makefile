@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'  # lint type-checks the benchmarks too
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -28,11 +28,7 @@ DEMO_PROMPT ?= a paper boat drifting down a rainy city street at golden hour
 demo: $(STAMP)
 	$(BIN)/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/
 
-$(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $(VENV)/.bench-installed
-
-bench: $(VENV)/.bench-installed
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 # Longer runs of what `make test` checks briefly.
