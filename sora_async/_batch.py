@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING
 
 from ._errors import APITimeoutError, RateLimitError, SoraError, TaskFailedError, WaitTimeoutError
-from ._models import Task, TaskStatus
+from ._models import Task, TaskStatus, queue_wait_hint
 from ._policy import PollPolicy
 from ._protocol import task_path
 from ._ratelimit import RateController
@@ -232,7 +232,10 @@ class Batch:
         elif task.status is TaskStatus.FAILURE:
             self._finish(tracked, TaskFailedError(task))
         else:
-            due = now + self._policy.next_delay(tracked.polls, retry_after=retry_after, now=now)
+            hint = queue_wait_hint(task)
+            due = now + self._policy.next_delay(
+                tracked.polls, retry_after=retry_after, now=now, queue_wait=hint
+            )
             if due >= self._deadline:
                 self._time_out(tracked)
             else:

@@ -232,10 +232,12 @@ class CadencePolicy(PollPolicy):
         estimator: The estimator to share; one is made if not given. Share one
             per gateway (a client does this for all its waits).
         guard: Seconds after a predicted sweep ends before polling.
+        queue_trust: The share of the upstream's queue-wait estimate to skip.
+        max_queue_skip: The longest a queue-wait estimate may push a poll out.
         Other arguments: as for `PollPolicy`, for the fallback.
     """
 
-    __slots__ = ("estimator", "guard", "probe_lead", "probe_rate")
+    __slots__ = ("estimator", "guard", "max_queue_skip", "probe_lead", "probe_rate", "queue_trust")
 
     def __init__(
         self,
@@ -246,6 +248,8 @@ class CadencePolicy(PollPolicy):
         guard: float = 0.3,
         probe_rate: float = 0.15,
         probe_lead: float = 1.0,
+        queue_trust: float = 0.5,
+        max_queue_skip: float = 120.0,
         multiplier: float = 1.5,
         jitter: float = 0.1,
         max_retry_after: float = 120.0,
@@ -265,6 +269,8 @@ class CadencePolicy(PollPolicy):
         self.guard = guard
         self.probe_rate = probe_rate
         self.probe_lead = probe_lead
+        self.queue_trust = queue_trust
+        self.max_queue_skip = max_queue_skip
 
     def observe(self, since: float, received_at: float, changed: bool) -> None:
         """Tell the policy what a poll saw: a change since the previous poll (sent at
@@ -272,16 +278,30 @@ class CadencePolicy(PollPolicy):
         if changed:
             self.estimator.record(since, received_at)
 
-    def next_delay(self, polls: int, *, retry_after: float | None = None, now: float | None = None) -> float:
-        """The delay until the next poll: after the next predicted sweep, or the fallback."""
+    def next_delay(
+        self,
+        polls: int,
+        *,
+        retry_after: float | None = None,
+        now: float | None = None,
+        queue_wait: float | None = None,
+    ) -> float:
+        """The delay until the next poll: after the next predicted sweep, or the fallback.
+
+        A task the upstream expects to stay queued for `queue_wait` seconds
+        cannot start sooner than that; it is polled again after
+        `queue_trust` of that time (sweeps in between are skipped), and
+        never later than `max_queue_skip` seconds.
+        """
         fallback = super().next_delay(polls, retry_after=retry_after)
         if retry_after is not None or now is None:
             return fallback
+        skip = min(queue_wait * self.queue_trust, self.max_queue_skip) if queue_wait else 0.0
         estimator = self.estimator
         estimator.update()
         if not estimator.confident:
-            return fallback
-        after_sweep = estimator.next_poll_time(now, self.guard)
+            return max(fallback, skip)
+        after_sweep = estimator.next_poll_time(now + skip, self.guard)
         # Now and then poll just before a predicted sweep instead: if the task
         # has already changed by then, the estimate is wrong (a miss), and the
         # estimator starts over. Polls after sweeps alone could never tell.

@@ -215,3 +215,29 @@ def parse_percent(progress: str) -> float | None:
     if math.isnan(value):
         return None
     return min(100.0, max(0.0, value))
+
+
+class _QueueFields(msgspec.Struct):
+    estimated_queue_wait_time: float | None = None
+
+
+_queue_decoder: msgspec.json.Decoder[_QueueFields | None] = msgspec.json.Decoder(
+    _QueueFields | None, strict=False
+)
+_WAITING = frozenset({TaskStatus.NOT_START, TaskStatus.SUBMITTED, TaskStatus.QUEUED})
+
+
+def queue_wait_hint(task: Task) -> float | None:
+    """Seconds the upstream expects the task to stay queued, if it says, else None.
+
+    Reads one field of the nested payload, and only for tasks still waiting
+    to start; bad or missing values give None, never an error.
+    """
+    if task.status not in _WAITING or task.data == _NULL:
+        return None
+    try:
+        fields = _queue_decoder.decode(task.data)
+    except msgspec.DecodeError:
+        return None
+    wait = fields.estimated_queue_wait_time if fields is not None else None
+    return wait if wait is not None and math.isfinite(wait) and wait > 0 else None

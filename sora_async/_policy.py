@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from ._errors import WaitTimeoutError
-from ._models import NULL_PAYLOAD, Task
+from ._models import NULL_PAYLOAD, Task, queue_wait_hint
 
 __all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "WaitState", "backoff_delay"]
 
@@ -101,7 +101,14 @@ class PollPolicy:
         A plain backoff learns nothing; `CadencePolicy` learns the gateway's cadence.
         """
 
-    def next_delay(self, polls: int, *, retry_after: float | None = None, now: float | None = None) -> float:
+    def next_delay(
+        self,
+        polls: int,
+        *,
+        retry_after: float | None = None,
+        now: float | None = None,
+        queue_wait: float | None = None,
+    ) -> float:
         """Seconds to wait after the `polls`-th poll (1-based) before the next.
 
         Args:
@@ -109,6 +116,8 @@ class PollPolicy:
             retry_after: A server-requested delay; when given it wins, capped
                 at `max_retry_after`.
             now: The current time, for policies that schedule by the clock.
+            queue_wait: The upstream's estimate of the task's remaining queue
+                time, for policies that use it (plain backoff does not).
         """
         if retry_after is not None:
             return min(max(0.0, retry_after), self.max_retry_after)
@@ -179,7 +188,17 @@ class WaitState:
         deadline: The clock time after which no poll may start, or None.
     """
 
-    __slots__ = ("deadline", "errors", "last", "last_sent", "policy", "polls", "task_id", "timeout")
+    __slots__ = (
+        "deadline",
+        "errors",
+        "last",
+        "last_sent",
+        "policy",
+        "polls",
+        "queue_wait",
+        "task_id",
+        "timeout",
+    )
 
     def __init__(
         self, task_id: str, policy: PollPolicy, timeout: float | None, deadline: float | None
@@ -192,6 +211,7 @@ class WaitState:
         self.errors = 0
         self.last: Task | None = None
         self.last_sent = 0.0
+        self.queue_wait: float | None = None
 
     def observe(self, task: Task, sent_at: float = 0.0, received_at: float = 0.0) -> bool:
         """Record a snapshot from a poll sent and answered at these times.
@@ -209,6 +229,7 @@ class WaitState:
         if last is not None:
             self.policy.observe(self.last_sent, received_at, changed)
         self.last_sent = sent_at
+        self.queue_wait = queue_wait_hint(task)
         if task.is_terminal:
             self.last = task
         else:  # shared strings and no payload: a waiter between polls stays small
@@ -228,7 +249,9 @@ class WaitState:
         Raises:
             WaitTimeoutError: The next poll could not start before the deadline.
         """
-        delay = self.policy.next_delay(self.polls, retry_after=retry_after, now=now)
+        delay = self.policy.next_delay(
+            self.polls, retry_after=retry_after, now=now, queue_wait=self.queue_wait
+        )
         if self.deadline is not None and now + delay >= self.deadline:
             raise self.timed_out()
         return delay

@@ -110,3 +110,36 @@ async def test_client_polls_cluster_after_sweeps_end_to_end() -> None:
     # About one poll per task per sweep, where a fixed poller with the same lag
     # (about 0.1 s) would send one every 0.2 s: more than twice as many.
     assert len(after) < 0.5 * 25 * (ended - learned_at[1]) / 0.2
+
+
+def test_queue_wait_hint_is_read_only_while_waiting() -> None:
+    """The upstream's queue-wait estimate is read for queued tasks; garbage or other states give None."""
+    import msgspec
+
+    from sora_async import Task
+    from sora_async._models import queue_wait_hint
+
+    def task(status: TaskStatus, payload: bytes) -> Task:
+        return Task(task_id="t", status=status, raw_status=status.value, data=msgspec.Raw(payload))
+
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b'{"estimated_queue_wait_time": 90}')) == 90.0
+    assert queue_wait_hint(task(TaskStatus.IN_PROGRESS, b'{"estimated_queue_wait_time": 90}')) is None
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b'{"estimated_queue_wait_time": null}')) is None
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b'{"estimated_queue_wait_time": "soon"}')) is None
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b'{"estimated_queue_wait_time": -5}')) is None
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b"[1, 2]")) is None
+    assert queue_wait_hint(task(TaskStatus.QUEUED, b"null")) is None
+
+
+def test_queue_wait_skips_sweeps() -> None:
+    """A long expected queue wait pushes the next poll out by half of it, to just after a sweep."""
+    policy = CadencePolicy(random=lambda: 0.5, probe_rate=0.0)
+    assert policy.next_delay(1, now=0.0, queue_wait=100.0) == 50.0  # not yet confident: skip alone
+    feed(policy.estimator, 15.0, phase=3.0, count=60)
+    now = 1000 * 15 + 7.0
+    plain = policy.next_delay(3, now=now)
+    hinted = policy.next_delay(3, now=now, queue_wait=100.0)
+    assert plain < 15.0
+    assert 50.0 <= hinted < 50.0 + 15.0
+    assert 0 < ((now + hinted) - 3.0) % 15 < 1.5  # still just after a sweep
+    assert policy.next_delay(3, now=now, queue_wait=10_000.0) < 120.0 + 15.0  # capped
