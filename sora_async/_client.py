@@ -28,8 +28,7 @@ from ._errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
-from ._models import NULL_PAYLOAD as _NULL
-from ._models import Task, TaskStatus
+from ._models import NULL_PAYLOAD, Task, TaskStatus
 from ._policy import PollPolicy, RetryPolicy, WaitState
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -395,7 +394,7 @@ class SoraClient:
             DownloadError: The task has no such file, or the transfer failed.
         """
         task = task_or_id if isinstance(task_or_id, Task) else await self.get_task(task_or_id)
-        if task.status is TaskStatus.SUCCESS and task.data == _NULL:
+        if task.status is TaskStatus.SUCCESS and task.data == NULL_PAYLOAD:
             task = await self.get_task(task.task_id)  # a stripped snapshot: fetch the payload
         plan = plan_download(task, variant)
         path = target_path(dest, plan)

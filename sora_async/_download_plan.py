@@ -19,8 +19,6 @@ from ._models import VIDEO_VARIANTS, Task
 
 __all__ = ["DownloadPlan", "plan_download", "target_path", "url_expiry"]
 
-Variant = str
-
 # Nearest renditions first; a video falls back to the watermarked `url` last.
 _FALLBACKS: dict[str, tuple[str, ...]] = {
     "source": ("source", "md", "ld", "url"),

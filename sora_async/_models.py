@@ -130,7 +130,6 @@ class Video(msgspec.Struct, frozen=True, kw_only=True):
 _video_decoder: msgspec.json.Decoder[Video | None] = msgspec.json.Decoder(Video | None, strict=False)
 NULL_PAYLOAD = msgspec.Raw(b"null")
 """The `data` of a Task without a nested payload."""
-_NULL = NULL_PAYLOAD
 
 
 class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
@@ -158,7 +157,7 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     finish_time: int = 0
     action: str = ""
     notify_hook: str = ""
-    data: msgspec.Raw = _NULL
+    data: msgspec.Raw = NULL_PAYLOAD
 
     @property
     def is_terminal(self) -> bool:
@@ -233,7 +232,7 @@ def queue_wait_hint(task: Task) -> float | None:
     Reads one field of the nested payload, and only for tasks still waiting
     to start; bad or missing values give None, never an error.
     """
-    if task.status not in _WAITING or task.data == _NULL:
+    if task.status not in _WAITING or task.data == NULL_PAYLOAD:
         return None
     try:
         fields = _queue_decoder.decode(task.data)
