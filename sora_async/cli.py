@@ -255,11 +255,17 @@ def error_json(task_id: str, error: SoraError) -> dict[str, Any]:
     return result
 
 
+class ConfigError(Exception):
+    """The client could not be set up: no key, or an unusable base URL."""
+
+
 def exit_code_for(error: BaseException) -> int:
     if isinstance(error, WaitTimeoutError):
         return EXIT_TIMEOUT
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, ValueError)):
+    if isinstance(error, (AuthenticationError, PermissionDeniedError, ConfigError)):
         return EXIT_CONFIG
+    if isinstance(error, ValueError):  # a bad argument value, such as an empty task id
+        return EXIT_USAGE
     return EXIT_FAILED
 
 
@@ -277,7 +283,11 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[SoraClient]:
             async with SoraClient(key, base_url=server.url, poll=poll) as client:
                 yield client
         return
-    async with SoraClient(option(args, "api_key"), base_url=option(args, "base_url")) as client:
+    try:
+        client = SoraClient(option(args, "api_key"), base_url=option(args, "base_url"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    async with client:
         yield client
 
 
@@ -425,7 +435,7 @@ async def run(
         logging.basicConfig(level=logging.DEBUG, stream=err)
     try:
         code: int = await COMMANDS[args.command](args, out, err)
-    except (SoraError, ValueError, OSError) as exc:
+    except (SoraError, ConfigError, ValueError, OSError) as exc:
         if debug:
             traceback.print_exc(file=err)
         print(f"error: {exc}", file=err)

@@ -105,6 +105,14 @@ async def test_usage_errors_exit_2(argv: list[str]) -> None:
     assert code == cli.EXIT_USAGE
 
 
+async def test_invalid_values_exit_2_not_4(server: FakeSoraServer) -> None:
+    """A well-formed command with an impossible value (an empty task id) is a usage error, not config."""
+    code, _, err = await run_cli("download", "", *against(server))
+    assert code == cli.EXIT_USAGE
+    assert "task_id" in err
+    assert server.arrivals.tolist() == []
+
+
 async def test_status_lines_and_json(server: FakeSoraServer) -> None:
     """status prints a line per task, or one JSON document; an unknown id makes it exit 1."""
     done = server.add_task(timeline=[("SUCCESS", "100%")])
