@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit demo bench fuzz soak clean
+.PHONY: test test-pythons lint unit demo bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ unit: $(STAMP)
 
 test: lint unit
 
+# The tests again on the other supported Pythons (make test covers the default,
+# 3.11), each in its own .venv-3.X; a version with no interpreter here is skipped
+# with a message.
+PYTHONS ?= 3.10 3.12 3.13
+test-pythons:
+	bash .ci/test-pythons $(PYTHONS)
+
 # With COMETAPI_KEY set this calls the real API; without it, an embedded fake.
 DEMO_PROMPT ?= a paper boat drifting down a rainy city street at golden hour
 demo: $(STAMP)
@@ -39,4 +46,4 @@ soak: $(STAMP)
 	SORA_SOAK_TASKS=2000 $(BIN)/python -m pytest -s tests/test_soak.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache

@@ -1,44 +1,56 @@
 """sora_async: an asyncio SDK for CometAPI's Sora video task API."""
 
+from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
 from ._cadence import CadencePolicy, SweepEstimator
-from ._client import DEFAULT_WAIT_TIMEOUT, ProgressCallback, SoraClient
+from ._client import DEFAULT_BATCH_CONCURRENCY, DEFAULT_WAIT_TIMEOUT, ProgressCallback, SoraClient
+from ._engine import CONSUMER_GRACE, FINAL_POLL_LEAD, Batch
 from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     DownloadError,
+    EventLoopMismatchError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
     ServerError,
     SoraError,
-    TaskFailedError,
     TaskNotFoundError,
     URLExpiredError,
-    WaitTimeoutError,
 )
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
+from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
 from ._policy import PollPolicy, RetryPolicy
 from ._protocol import Action, CreateOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONSUMER_GRACE",
+    "DEFAULT_BATCH_CONCURRENCY",
+    "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_WAIT_TIMEOUT",
+    "FINAL_POLL_LEAD",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
     "Action",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "Budget",
     "CadencePolicy",
+    "ClientClosedError",
     "CreateOptions",
     "DownloadError",
     "Encoding",
     "Encodings",
+    "EventLoopMismatchError",
     "Generation",
+    "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
     "ProgressCallback",

@@ -252,17 +252,9 @@ class CadencePolicy(PollPolicy):
         max_queue_skip: float = 120.0,
         multiplier: float = 1.5,
         jitter: float = 0.1,
-        max_retry_after: float = 120.0,
         random: Random | None = None,
     ) -> None:
-        super().__init__(
-            initial_interval,
-            max_interval,
-            multiplier=multiplier,
-            jitter=jitter,
-            max_retry_after=max_retry_after,
-            random=random,
-        )
+        super().__init__(initial_interval, max_interval, multiplier=multiplier, jitter=jitter, random=random)
         if not 0 <= probe_rate <= 1:
             raise ValueError("probe_rate must be between 0 and 1")
         self.estimator = estimator if estimator is not None else SweepEstimator()

@@ -1,80 +1,57 @@
-"""The aiohttp client: connects the pure protocol and policy to the network."""
+"""SoraClient: the facade that wires the protocol, the budget, the transport and the engine."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import logging
 import os
 import pathlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
-import msgspec
 
-from ._batch import DEFAULT_BATCH_CONCURRENCY, Batch, Outcome, wait_turn
+from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
 from ._cadence import CadencePolicy
 from ._download import DownloadProgress, stream_to_file
 from ._download_plan import plan_download, target_path
-from ._errors import (
-    APIConnectionError,
-    APITimeoutError,
-    RateLimitError,
-    ResponseDecodeError,
-    SoraError,
-    TaskFailedError,
-    WaitTimeoutError,
-)
+from ._engine import Batch, collect_ids, follow, outcome_of
+from ._errors import APIConnectionError, SoraError
 from ._models import NULL_PAYLOAD, Task, TaskStatus
-from ._policy import PollPolicy, RetryPolicy, WaitState
+from ._outcomes import Outcome, WaitTimeoutError
+from ._policy import PollPolicy, RetryPolicy
 from ._protocol import (
     DEFAULT_BASE_URL,
     TASKS_PATH,
     CreateOptions,
-    auth_headers,
     build_create_body,
-    clip,
     create_rejected_unprocessed,
     normalize_base_url,
     parse_create_response,
-    parse_retry_after,
     parse_task_response,
     task_path,
 )
-from ._ratelimit import RateController
+from ._transport import Response, Transport
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["DEFAULT_WAIT_TIMEOUT", "SoraClient"]
+__all__ = ["DEFAULT_BATCH_CONCURRENCY", "DEFAULT_WAIT_TIMEOUT", "ProgressCallback", "SoraClient"]
 
 logger = logging.getLogger("sora_async")
 
 DEFAULT_WAIT_TIMEOUT = 1800.0
 """Seconds `wait_until_done`, `watch` and `generate` wait by default (30 min)."""
 
+DEFAULT_BATCH_CONCURRENCY = 5
+"""CometAPI's suggested starting cap on concurrent requests, for one batch."""
+
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 100
 
 ProgressCallback = Callable[[Task], "Awaitable[object] | object"]
 """Called with each new snapshot; may be a plain function or a coroutine function."""
-
-_T = TypeVar("_T")
-
-
-class _Response(msgspec.Struct, gc=False):
-    """One HTTP answer; untracked by the garbage collector, like the wire Structs."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class _OutOfTime(Exception):
-    """The wait's deadline leaves no room for another attempt."""
 
 
 class SoraClient:
@@ -86,6 +63,11 @@ class SoraClient:
             task = await client.generate("a paper boat on a pond")
             print(task.video_url)
 
+    Every request of the client, single or batched, passes through one
+    request budget: `rate_limit`, `max_concurrency` and the shared pause a
+    server asks for with `Retry-After` (PROTOCOL.md, "Errors"). Waiting for
+    the budget never outlasts a wait's deadline.
+
     Args:
         api_key: The CometAPI key. Defaults to the `COMETAPI_KEY` variable.
         base_url: The API's root URL. Defaults to `COMETAPI_BASE_URL`, else
@@ -96,22 +78,25 @@ class SoraClient:
             that learns the gateway's refresh cadence from all of this client's
             waits, and backs off like `PollPolicy` until it has.
         session: An `aiohttp.ClientSession` to use. The client never closes a
-            session it did not create.
+            session it did not create, and refuses one that belongs to
+            another event loop (`EventLoopMismatchError`).
         allow_insecure_http: Allow a plain-http base URL to a host that is not
             loopback. Off by default, since the key would travel in clear.
-        max_response_bytes: The largest response body that will be read.
+        max_response_bytes: The largest response body that will be read, in bytes.
         retry: The backoff for resending failed requests.
         rate_limit: Requests per second for everything this client sends, or
             None for no set limit. Either way a 429 pauses all of the client's
             requests together and slows them down until the server is happy.
         max_concurrency: The most requests this client has in flight at once;
-            100 by default, aiohttp's pool size. Requests beyond it wait in a
-            cheap queue (bounded by any deadline) rather than inside aiohttp,
-            which keeps thousands of concurrent waits small. None: no limit.
+            100 by default, aiohttp's pool size. Requests beyond it queue in
+            order, each no longer than its deadline. None: no limit.
+        max_retry_after: The longest pause, in seconds, that a server's
+            `Retry-After` may impose on the client (default 60 s). It is
+            honoured on 429, 503 and any other error answer that carries it.
 
     Raises:
-        ValueError: No key was given or found in `COMETAPI_KEY`, or the base
-            URL is unusable.
+        ValueError: No key was given or found in `COMETAPI_KEY`, the base
+            URL is unusable, or a limit is out of range.
     """
 
     def __init__(
@@ -128,6 +113,7 @@ class SoraClient:
         retry: RetryPolicy | None = None,
         rate_limit: float | None = None,
         max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
         key = key.strip()
@@ -142,40 +128,35 @@ class SoraClient:
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be >= 1")
         root = base_url if base_url is not None else os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL
-        self._base_url = normalize_base_url(root, allow_insecure_http=allow_insecure_http)
         self._api_key = key
-        self._headers = auth_headers(key)
-        self._timeout = float(timeout)
-        self._client_timeout = aiohttp.ClientTimeout(total=self._timeout)
-        self._max_retries = max_retries
-        self._max_response_bytes = max_response_bytes
         # One CadencePolicy per client: all its waits share what it learns of
         # the gateway's refresh cadence.
         self._poll = poll if poll is not None else CadencePolicy()
-        self._retry = retry if retry is not None else RetryPolicy()
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1, or None")
-        self._pacer = RateController(rate_limit)
-        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency is not None else None
-        self._session = session
-        self._downloads: aiohttp.ClientSession | None = None
-        self._owns_session = session is None
-        # Never follow a redirect with the key; and a borrowed session may
-        # have been made with raise_for_status=True, which we must override.
-        self._request_options: dict[str, bool] = {"allow_redirects": False}
-        if session is not None:
-            self._request_options["raise_for_status"] = False
-        self._closed = False
+        self._transport = Transport(
+            base_url=normalize_base_url(root, allow_insecure_http=allow_insecure_http),
+            api_key=key,
+            timeout=float(timeout),
+            max_response_bytes=max_response_bytes,
+            session=session,
+            budget=Budget(rate_limit, max_concurrency, max_retry_after=max_retry_after),
+            retry=retry if retry is not None else RetryPolicy(),
+            max_retries=max_retries,
+        )
 
     # --- lifecycle ---------------------------------------------------------
 
     @property
     def base_url(self) -> str:
         """The API root every request path is appended to."""
-        return self._base_url
+        return self._transport.base_url
+
+    @property
+    def budget(self) -> Budget:
+        """The request budget every request of this client passes through."""
+        return self._transport.budget
 
     def __repr__(self) -> str:
-        return f"SoraClient(base_url={self._base_url!r}, api_key='***')"
+        return f"SoraClient(base_url={self.base_url!r}, api_key='***')"
 
     async def __aenter__(self) -> SoraClient:
         return self
@@ -189,21 +170,13 @@ class SoraClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP sessions this client created. Safe to repeat."""
-        self._closed = True
-        if self._downloads is not None:
-            downloads, self._downloads = self._downloads, None
-            await downloads.close()
-        if self._owns_session and self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the client: end its pending waits and close the sessions it created.
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("this SoraClient is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
+        Every wait, batch and request still pending raises `ClientClosedError`
+        at once (their tasks keep running upstream); any call made afterwards
+        raises it too. Safe to repeat.
+        """
+        await self._transport.aclose()
 
     # --- tasks -------------------------------------------------------------
 
@@ -216,10 +189,11 @@ class SoraClient:
         Raises:
             ValueError: The id is empty, too long, or contains white space.
             TaskNotFoundError: The gateway knows no such task.
+            ClientClosedError: The client is closed.
             SoraError: Another API, connection or decode error.
         """
-        return await self._call(
-            "GET", task_path(task_id), None, self._parse_snapshot, _retry_idempotent, None
+        return await self._transport.call(
+            "GET", task_path(task_id), None, self._parse_task, _retry_idempotent, None
         )
 
     async def create_video(self, prompt: str, **options: Unpack[CreateOptions]) -> str:
@@ -263,12 +237,13 @@ class SoraClient:
             poll: A `PollPolicy` for this call; defaults to the client's.
 
         Raises:
-            ValueError: The id is invalid (raised at once, not on iteration).
+            ValueError: The id or timeout is invalid (raised at once, not on iteration).
             WaitTimeoutError: No final status before the deadline.
+            ClientClosedError: The client was closed.
         """
-        path = task_path(task_id)
+        task_path(task_id)
         _check_timeout(timeout)
-        return self._snapshots(path, self._wait_state(task_id, poll, timeout, None))
+        return self._follow(task_id, timeout, poll)
 
     async def wait_until_done(
         self,
@@ -280,8 +255,10 @@ class SoraClient:
     ) -> Task:
         """Poll a task until it ends and return the SUCCESS snapshot.
 
-        The deadline is checked before each sleep: when the next poll could
-        not happen before it, the wait ends at once instead of overshooting.
+        The wait ends by its deadline: its last sleep is shortened so that it
+        polls once more just before the deadline (`FINAL_POLL_LEAD`), and no
+        hint from the server or the policy ends it earlier. Transient
+        failures are retried with backoff until then.
 
         Args:
             task_id: The task to wait for.
@@ -291,36 +268,30 @@ class SoraClient:
                 change of status or progress; may be async.
 
         Raises:
+            ValueError: The id or timeout is invalid.
             TaskFailedError: The task ended in FAILURE.
-            WaitTimeoutError: The deadline passed first.
-            SoraError: A request failed for good (after retries).
+            WaitTimeoutError: The deadline passed first; it carries the
+                seconds waited and the polls sent.
+            ClientClosedError: The client was closed during the wait.
+            SoraError: A request failed for good (not retryable).
         """
-        task_path(task_id)  # validate now; the path is rebuilt per poll rather than kept
+        task_path(task_id)
         _check_timeout(timeout)
-        state = self._wait_state(task_id, poll, timeout, None)
-        # The loop lives here, not in a helper: a waiter between polls is then
-        # one coroutine frame, a WaitState and a sleep.
-        loop = asyncio.get_running_loop()
-        while True:
-            sent = loop.time()
-            path = task_path(task_id)
-            try:
-                task, retry_after = await self._call(
-                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
-                )
-            except (_OutOfTime, SoraError) as exc:
-                task, retry_after = await self._poll_through_errors(exc, path, state, loop)
-            del path
-            if state.observe(task, sent, loop.time()) and on_progress is not None:
-                result = on_progress(task)
-                if inspect.isawaitable(result):
-                    await result
-            if task.status is TaskStatus.SUCCESS:
-                return task
-            if task.status is TaskStatus.FAILURE:
-                raise TaskFailedError(task)
-            del task  # between polls only the stripped snapshot in `state` stays alive
-            await asyncio.sleep(state.next_delay(loop.time(), retry_after))
+        last: Task | None = None
+        snapshots = self._follow(task_id, timeout, poll)
+        try:
+            async for last in snapshots:
+                if on_progress is not None:
+                    result = on_progress(last)
+                    if inspect.isawaitable(result):
+                        await result
+        finally:
+            await snapshots.aclose()
+        assert last is not None  # follow() ends only after a final snapshot
+        outcome = outcome_of(last)
+        if isinstance(outcome, SoraError):
+            raise outcome
+        return outcome
 
     async def generate(
         self,
@@ -346,14 +317,15 @@ class SoraClient:
             SoraError: The create or a poll failed for good.
         """
         _check_timeout(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         body = build_create_body(prompt, options)
+        gate = self._transport.gate()
+        started = gate.now()
+        deadline = None if timeout is None else started + timeout
         task_id = await self._create(body, deadline=deadline)
         logger.debug("created task %s", task_id)
-        remaining = None if deadline is None else deadline - loop.time()
+        remaining = None if deadline is None else deadline - gate.now()
         if remaining is not None and remaining <= 0:
-            raise WaitTimeoutError(task_id, None, timeout)
+            raise WaitTimeoutError(task_id, None, timeout, elapsed=gate.now() - started, polls=0)
         return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
 
     # --- files -------------------------------------------------------------
@@ -399,16 +371,8 @@ class SoraClient:
         plan = plan_download(task, variant)
         path = target_path(dest, plan)
         return await stream_to_file(
-            self._cdn_session(), plan, path, on_progress=on_progress, total_seconds=timeout
+            self._transport.cdn_session(), plan, path, on_progress=on_progress, total_seconds=timeout
         )
-
-    def _cdn_session(self) -> aiohttp.ClientSession:
-        """A session of our own, with no default headers, for video hosts."""
-        if self._closed:
-            raise RuntimeError("this SoraClient is closed")
-        if self._downloads is None:
-            self._downloads = aiohttp.ClientSession()
-        return self._downloads
 
     # --- many tasks --------------------------------------------------------
 
@@ -420,7 +384,7 @@ class SoraClient:
         rate_limit: float | None = None,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
-    ) -> AsyncGenerator[tuple[str, Outcome], None]:
+    ) -> Batch:
         """Wait for many tasks and yield each (task id, outcome) as soon as it is known.
 
         The outcome is what `wait_until_done` would have returned or raised:
@@ -429,13 +393,20 @@ class SoraClient:
         stops the others. A repeated id is polled once and yielded once per
         occurrence.
 
-        All polls share one budget: at most `concurrency` in flight and
-        `rate_limit` per second. A 429 pauses the whole batch (for
-        `Retry-After` when given) and resumes it at a lower rate that recovers
-        gradually. The client's own budget applies on top. Between polls each
-        task costs a few hundred bytes; no coroutine sleeps per task.
+        The batch's polls pass through the batch's own budget (`concurrency`
+        in flight, `rate_limit` per second) and then the client's, so a 429
+        pauses the batch together with every other request of the client.
+        Between polls each task costs a few hundred bytes; no coroutine
+        sleeps per task.
 
-        Closing the iterator early (`break`, cancellation) stops all polling.
+        Use it as an async context manager so that leaving the block stops
+        every poll at once; a bare `async for` also works, and stops
+        starting polls within a second (`CONSUMER_GRACE`) of the consumer
+        leaving the loop::
+
+            async with client.as_completed(ids) as outcomes:
+                async for task_id, outcome in outcomes:
+                    ...
 
         Args:
             task_ids: Any iterable of ids, a generator included; read at once.
@@ -446,17 +417,21 @@ class SoraClient:
             poll: The `PollPolicy` for each task; defaults to the client's.
 
         Raises:
-            TypeError, ValueError: An id is not a valid task id (nothing is sent).
+            TypeError, ValueError: An id or a limit is invalid (nothing is sent).
+            ClientClosedError: Raised by the iteration when the client closes.
         """
-        batch = Batch(
-            self,
-            task_ids,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
+        _check_timeout(timeout)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError("concurrency must be a whole number >= 1")
+        return Batch(
+            collect_ids(task_ids, task_path),
+            bind=self._transport.gate,
+            poll=self._poll_task,
+            retry=self._transport.retry,
+            policy=poll if poll is not None else self._poll,
+            budget=Budget(rate_limit, concurrency),
             timeout=timeout,
-            poll=poll if poll is not None else self._poll,
         )
-        return batch.outcomes()
 
     async def wait_many(
         self,
@@ -469,273 +444,55 @@ class SoraClient:
     ) -> dict[str, Outcome]:
         """Wait for many tasks and return {task id: outcome}; see `as_completed`."""
         results: dict[str, Outcome] = {}
-        outcomes = self.as_completed(
+        async with self.as_completed(
             task_ids, concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, poll=poll
-        )
-        async with contextlib.aclosing(outcomes):
+        ) as outcomes:
             async for task_id, outcome in outcomes:
                 results[task_id] = outcome
         return results
 
     # --- internals ---------------------------------------------------------
 
-    def _wait_state(
-        self, task_id: str, poll: PollPolicy | None, timeout: float | None, deadline: float | None
-    ) -> WaitState:
-        if deadline is None and timeout is not None:
-            deadline = asyncio.get_running_loop().time() + timeout
-        return WaitState(task_id, poll if poll is not None else self._poll, timeout, deadline)
+    def _follow(
+        self, task_id: str, timeout: float | None, poll: PollPolicy | None
+    ) -> AsyncGenerator[Task, None]:
+        """The engine's single-task loop for this client; it starts on first iteration."""
+        return follow(
+            self._transport.gate,
+            task_id,
+            policy=poll if poll is not None else self._poll,
+            timeout=timeout,
+            poll=self._poll_task,
+            retry=self._transport.retry,
+        )
 
-    async def _snapshots(self, path: str, state: WaitState) -> AsyncGenerator[Task, None]:
-        """The loop behind watch: the steps of wait_until_done, yielding changes."""
-        loop = asyncio.get_running_loop()
-        while True:
-            sent = loop.time()
-            try:
-                task, retry_after = await self._call(
-                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
-                )
-            except (_OutOfTime, SoraError) as exc:
-                task, retry_after = await self._poll_through_errors(exc, path, state, loop)
-            if state.observe(task, sent, loop.time()):
-                yield task
-            if task.is_terminal:
-                return
-            del task
-            await asyncio.sleep(state.next_delay(loop.time(), retry_after))
+    async def _poll_task(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
+        """One status request with no resend: the engine schedules its own retries."""
+        response = await self._transport.send("GET", task_path(task_id), None, deadline)
+        return self._parse_task(response), response.retry_after
 
-    async def _poll_through_errors(
-        self, error: Exception, path: str, state: WaitState, loop: asyncio.AbstractEventLoop
-    ) -> tuple[Task, float | None]:
-        """Carry a wait's poll past `error`, the failure of its first try.
-
-        Once a poll's own retries are spent on a transient failure, the wait
-        goes on polling with backoff until its deadline: it exists to learn
-        the outcome, and the deadline is what bounds it. (Kept out of the
-        happy path, so a poll in flight is one coroutine frame shallower.)
-        """
-        while True:
-            if isinstance(error, _OutOfTime):
-                raise state.timed_out() from error.__cause__
-            assert isinstance(error, SoraError)
-            if not error.retryable:
-                raise error
-            delay = state.error_delay(loop.time(), self._retry)
-            if delay is None:
-                raise state.timed_out() from error
-            logger.debug(
-                "poll of %s still failing (%s); next try in %.2f s", path, type(error).__name__, delay
-            )
-            await asyncio.sleep(delay)
-            try:
-                return await self._call(
-                    "GET", path, None, self._parse_task, _retry_idempotent, state.deadline
-                )
-            except (_OutOfTime, SoraError) as exc:
-                error = exc
-
-    async def _poll_once(self, path: str, deadline: float | None) -> tuple[Task, float | None]:
-        """One query with no retries, for callers that schedule their own."""
-        loop = asyncio.get_running_loop()
-        return self._parse_task(await self._send("GET", path, None, deadline, loop))
-
-    def _parse_snapshot(self, response: _Response) -> Task:
+    def _parse_task(self, response: Response) -> Task:
         return parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
 
-    def _parse_task(self, response: _Response) -> tuple[Task, float | None]:
-        """The Task, and the server's Retry-After hint for the next poll if it sent one."""
-        task = parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
-        hint = response.headers.get("Retry-After")  # aiohttp's headers ignore case
-        return task, (parse_retry_after(hint) if hint is not None else None)
-
     async def _create(self, body: bytes, *, deadline: float | None) -> str:
-        def parse(response: _Response) -> str:
+        def parse(response: Response) -> str:
             return parse_create_response(
                 response.status, response.headers, response.body, secret=self._api_key
             )
 
-        try:
-            return await self._call("POST", TASKS_PATH, body, parse, _retry_create, deadline)
-        except _OutOfTime as exc:
-            cause = exc.__cause__
-            assert isinstance(cause, SoraError)
-            raise cause from cause.__cause__
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        parse: Callable[[_Response], _T],
-        may_retry: Callable[[SoraError, _Response | None], bool],
-        deadline: float | None,
-    ) -> _T:
-        """Send a request, parse the answer, and resend while policy allows."""
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while True:
-            response: _Response | None = None
-            try:
-                response = await self._send(method, path, body, deadline, loop)
-                return parse(response)
-            except SoraError as exc:
-                if attempt >= self._max_retries or not may_retry(exc, response):
-                    if isinstance(exc, APITimeoutError) and deadline is not None and loop.time() >= deadline:
-                        raise _OutOfTime() from exc
-                    raise
-                if isinstance(exc, RateLimitError):
-                    # _send has paused every request of this client; wait that out.
-                    delay = max(0.0, self._pacer.pause_until - loop.time())
-                else:
-                    delay = self._retry.delay(attempt)
-                if deadline is not None and loop.time() + delay >= deadline:
-                    raise _OutOfTime() from exc
-                attempt += 1
-                logger.debug(
-                    "%s %s failed (%s); retry %d/%d in %.2f s",
-                    method,
-                    path,
-                    type(exc).__name__,
-                    attempt,
-                    self._max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Response:
-        """One HTTP exchange under the client's budget; aiohttp failures become `APIConnectionError`s.
-
-        This is the polling hot path: it is one coroutine, on purpose.
-        """
-        pacer = self._pacer
-        if not pacer.is_free(loop.time()):
-            await wait_turn(pacer, loop)
-        slots = self._slots
-        if slots is not None:
-            if slots.locked():
-                await self._queue_for_slot(slots, method, path, deadline, loop)
-            else:
-                await slots.acquire()  # free: returns at once
-        try:
-            return await self._exchange(method, path, body, deadline, loop)
-        finally:
-            if slots is not None:
-                slots.release()
-
-    async def _queue_for_slot(
-        self,
-        slots: asyncio.Semaphore,
-        method: str,
-        path: str,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """Wait for a free slot, but not past the deadline."""
-        if deadline is None:
-            await slots.acquire()
-            return
-        remaining = deadline - loop.time()
-        try:
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            await asyncio.wait_for(slots.acquire(), remaining)
-        except asyncio.TimeoutError:
-            raise APITimeoutError(f"{method} {path}: no free connection before the deadline") from None
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        deadline: float | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Response:
-        pacer = self._pacer
-        started = loop.time()
-        timeout = self._client_timeout
-        seconds = self._timeout
-        if deadline is not None:
-            remaining = deadline - started
-            if remaining <= 0:
-                raise APITimeoutError(f"{method} {path}: no time left before the deadline")
-            if remaining < seconds:
-                seconds = remaining
-                timeout = aiohttp.ClientTimeout(total=remaining)
-        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
-        session = self._get_session()
-        try:
-            async with session.request(
-                method,
-                self._base_url + path,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                **self._request_options,
-            ) as resp:
-                length = resp.content_length
-                if length is not None and length <= self._max_response_bytes:
-                    payload = await resp.read()
-                else:
-                    payload = await self._read_limited(resp, length)
-                response = _Response(resp.status, resp.headers, payload)
-        except asyncio.TimeoutError as exc:
-            raise APITimeoutError(f"{method} {path} timed out after {seconds:.3g} s") from exc
-        except aiohttp.ClientConnectorError as exc:
-            # Raised before any byte of the request was written.
-            raise APIConnectionError(
-                f"{method} {path}: cannot connect: {clip(str(exc), self._api_key)}", request_sent=False
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
-            ) from exc
-        finished = loop.time()
-        if response.status == 429:
-            hint = response.headers.get("Retry-After")
-            pacer.on_throttle(finished, parse_retry_after(hint) if hint is not None else None)
-        else:
-            pacer.on_success(finished)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s -> %d (%d bytes, %.1f ms)",
-                method,
-                path,
-                response.status,
-                len(payload),
-                (finished - started) * 1000,
-            )
-        return response
-
-    async def _read_limited(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
-        """Read a body of unknown or excessive length, refusing more than the limit."""
-        limit = self._max_response_bytes
-        if length is not None:
-            raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
-        chunks = bytearray()
-        async for chunk in resp.content.iter_any():
-            chunks += chunk
-            if len(chunks) > limit:
-                raise ResponseDecodeError(f"the response is over the limit of {limit} bytes")
-        return bytes(chunks)
+        return await self._transport.call("POST", TASKS_PATH, body, parse, _retry_create, deadline)
 
 
-def _retry_idempotent(exc: SoraError, response: _Response | None) -> bool:
+def _retry_idempotent(exc: SoraError, response: Response | None) -> bool:
     return exc.retryable
 
 
-def _retry_create(exc: SoraError, response: _Response | None) -> bool:
+def _retry_create(exc: SoraError, response: Response | None) -> bool:
     if isinstance(exc, APIConnectionError):
         return not exc.request_sent
     return response is not None and create_rejected_unprocessed(response.status, response.body)
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError("timeout must be > 0, or None to wait for ever")
+    if timeout is not None and not (timeout > 0 and timeout < float("inf")):
+        raise ValueError("timeout must be a finite number of seconds > 0, or None to wait for ever")

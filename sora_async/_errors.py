@@ -13,22 +13,20 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     ├── APIConnectionError        no usable answer: refused, reset, truncated
     │   └── APITimeoutError       one request took longer than its timeout
     ├── ResponseDecodeError       the body is not JSON, or not the expected shape
-    ├── TaskFailedError           the task ended in FAILURE
-    ├── WaitTimeoutError          a wait's deadline passed before the task ended
+    ├── TaskFailedError           the task ended in FAILURE              (_outcomes)
+    ├── WaitTimeoutError          a wait's deadline passed first         (_outcomes)
+    ├── ClientClosedError         the client was closed (also a RuntimeError)
+    ├── EventLoopMismatchError    used from an event loop it cannot serve (also a RuntimeError)
     └── DownloadError             a video could not be saved
         └── URLExpiredError       the CDN refused the signed URL (403): fetch the task again
 
 Each error has `retryable`: whether sending the same request again may
 succeed. Messages are built from what the server said, clipped, and never
-contain the API key.
+contain the API key. The two errors that carry a `Task` live in `_outcomes`,
+above `_models`, so that this module depends on nothing.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._models import Task
 
 __all__ = [
     "APIConnectionError",
@@ -36,16 +34,16 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "DownloadError",
+    "EventLoopMismatchError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
     "ServerError",
     "SoraError",
-    "TaskFailedError",
     "TaskNotFoundError",
     "URLExpiredError",
-    "WaitTimeoutError",
 ]
 
 
@@ -174,44 +172,23 @@ class ResponseDecodeError(SoraError):
     """The body is not JSON, is too large, or does not have the expected shape."""
 
 
-class TaskFailedError(SoraError):
-    """The task ended with status FAILURE.
+class ClientClosedError(SoraError, RuntimeError):
+    """The client was closed: `aclose()` ended this call, or it was made afterwards.
 
-    Attributes:
-        task: The final `Task` snapshot.
-        fail_reason: The gateway's `fail_reason` (may be empty).
+    Waits pending when `aclose()` is called end with this error at once;
+    their tasks keep running upstream and can be waited for again with a new
+    client and the same ids.
     """
 
-    def __init__(self, task: Task) -> None:
-        reason = task.fail_reason or "no reason given"
-        super().__init__(f"task {task.task_id} failed: {reason}")
-        self.task = task
-        self.fail_reason = task.fail_reason
 
-    @property
-    def task_id(self) -> str:
-        """The id of the failed task."""
-        return self.task.task_id
+class EventLoopMismatchError(SoraError, RuntimeError):
+    """The client cannot serve the running event loop.
 
-
-class WaitTimeoutError(SoraError, TimeoutError):
-    """The wait's deadline passed before the task reached SUCCESS or FAILURE.
-
-    The task may still finish later; wait for it again with the same id.
-
-    Attributes:
-        task_id: The task that was being waited for.
-        last_task: The last snapshot seen, or None if no poll succeeded. To
-            keep long waits small its nested payload (`data`, `.video`) is
-            not kept; poll `get_task` for the full object.
+    Raised before any request when a borrowed `aiohttp.ClientSession` belongs
+    to another event loop, or when the client is used from a second loop
+    while its first loop is still open. Create the client (and its session)
+    inside the loop that uses it.
     """
-
-    def __init__(self, task_id: str, last_task: Task | None, timeout: float | None) -> None:
-        seen = f"last status {last_task.raw_status}" if last_task else "no status seen"
-        after = f" after {timeout:,.1f} s" if timeout is not None else ""
-        super().__init__(f"task {task_id} did not finish{after} ({seen})")
-        self.task_id = task_id
-        self.last_task = last_task
 
 
 class DownloadError(SoraError):

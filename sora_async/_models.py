@@ -13,6 +13,8 @@ import math
 
 import msgspec
 
+from ._errors import ResponseDecodeError
+
 __all__ = [
     "Encoding",
     "Encodings",
@@ -183,8 +185,6 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         try:
             return _video_decoder.decode(self.data)
         except msgspec.DecodeError as exc:
-            from ._errors import ResponseDecodeError
-
             raise ResponseDecodeError(
                 f"task {self.task_id}: the video object has an unexpected shape: {exc}"
             ) from None

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from collections.abc import Callable
 
-import msgspec
-
-from ._errors import WaitTimeoutError
-from ._models import NULL_PAYLOAD, Task, queue_wait_hint
-
-__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "WaitState", "backoff_delay"]
+__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "backoff_delay"]
 
 # The gateway refreshes unfinished tasks from upstream in one sweep every
 # 15 s; between sweeps a task cannot change (PROTOCOL.md, "Timing").
@@ -54,18 +48,19 @@ class PollPolicy:
     gateway's 15 s refresh: a task cannot change between sweeps, so polling
     faster than that in the long run mostly repeats the same answer, and
     polling slower adds up to a whole sweep of lag. A server `Retry-After`
-    replaces the computed delay.
+    replaces the computed delay (the client caps it at its
+    `max_retry_after` first). A wait never polls later than its deadline:
+    the engine shortens the last delay instead.
 
     Args:
         initial_interval: Seconds before the second poll (the first is immediate).
         max_interval: The longest delay between polls.
         multiplier: Growth per poll; 1.0 polls at a fixed interval.
         jitter: Relative spread of each delay, from 0 (none) to 1.
-        max_retry_after: The longest `Retry-After` that will be honoured.
         random: A source of floats in [0, 1); defaults to `random.random`.
     """
 
-    __slots__ = ("initial_interval", "jitter", "max_interval", "max_retry_after", "multiplier", "random")
+    __slots__ = ("initial_interval", "jitter", "max_interval", "multiplier", "random")
 
     def __init__(
         self,
@@ -74,10 +69,9 @@ class PollPolicy:
         *,
         multiplier: float = 1.5,
         jitter: float = 0.1,
-        max_retry_after: float = 120.0,
         random: Random | None = None,
     ) -> None:
-        if not initial_interval > 0:
+        if not (initial_interval > 0 and math.isfinite(initial_interval)):
             raise ValueError("initial_interval must be > 0")
         if not max_interval >= initial_interval:
             raise ValueError("max_interval must be >= initial_interval")
@@ -85,13 +79,12 @@ class PollPolicy:
             raise ValueError("multiplier must be >= 1")
         if not 0.0 <= jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
-        if not max_retry_after >= 0:
-            raise ValueError("max_retry_after must be >= 0")
+        if not math.isfinite(max_interval):
+            raise ValueError("max_interval must be finite")
         self.initial_interval = float(initial_interval)
         self.max_interval = float(max_interval)
         self.multiplier = float(multiplier)
         self.jitter = float(jitter)
-        self.max_retry_after = float(max_retry_after)
         self.random: Random = random if random is not None else _default_random
 
     def observe(self, since: float, received_at: float, changed: bool) -> None:
@@ -113,14 +106,14 @@ class PollPolicy:
 
         Args:
             polls: How many polls have been made so far (at least 1).
-            retry_after: A server-requested delay; when given it wins, capped
-                at `max_retry_after`.
+            retry_after: A server-requested delay in seconds (already capped
+                by the client); when given it wins.
             now: The current time, for policies that schedule by the clock.
             queue_wait: The upstream's estimate of the task's remaining queue
                 time, for policies that use it (plain backoff does not).
         """
         if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_retry_after)
+            return max(0.0, retry_after)
         base = backoff_delay(
             max(0, polls - 1),
             initial=self.initial_interval,
@@ -142,128 +135,31 @@ class RetryPolicy:
     """Decides how long to wait before resending a failed request.
 
     Exponential backoff with full jitter: the delay is uniform in
-    [0, min(max_delay, initial_delay * 2**attempt)). A `Retry-After` from
-    the server is honoured instead, up to `max_retry_after`.
+    [0, min(max_delay, initial_delay * 2**attempt)) seconds. A server's
+    `Retry-After` is not read here: the client's budget pauses every
+    request for it (capped at the client's `max_retry_after`).
     """
 
-    __slots__ = ("initial_delay", "max_delay", "max_retry_after", "random")
+    __slots__ = ("initial_delay", "max_delay", "random")
 
     def __init__(
         self,
         initial_delay: float = 0.5,
         max_delay: float = 8.0,
         *,
-        max_retry_after: float = 60.0,
         random: Random | None = None,
     ) -> None:
-        if not 0 < initial_delay <= max_delay:
-            raise ValueError("need 0 < initial_delay <= max_delay")
+        if not (0 < initial_delay <= max_delay and math.isfinite(max_delay)):
+            raise ValueError("need 0 < initial_delay <= max_delay, both finite")
         self.initial_delay = float(initial_delay)
         self.max_delay = float(max_delay)
-        self.max_retry_after = float(max_retry_after)
         self.random: Random = random if random is not None else _default_random
 
-    def delay(self, attempt: int, *, retry_after: float | None = None) -> float:
+    def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
-        if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_retry_after)
         ceiling = backoff_delay(attempt, initial=self.initial_delay, maximum=self.max_delay)
         return ceiling * self.random()
 
 
 def _default_random() -> float:
     return random.random()
-
-
-class WaitState:
-    """The progress of one wait: polls made, the last state seen, the deadline.
-
-    Between polls a wait keeps only this, with the last snapshot stripped of
-    its nested payload, so that thousands of concurrent waits stay small.
-
-    Args:
-        task_id: The task waited for.
-        policy: Decides the delay after each poll.
-        timeout: The caller's timeout, for the error message.
-        deadline: The clock time after which no poll may start, or None.
-    """
-
-    __slots__ = (
-        "deadline",
-        "errors",
-        "last",
-        "last_sent",
-        "policy",
-        "polls",
-        "queue_wait",
-        "task_id",
-        "timeout",
-    )
-
-    def __init__(
-        self, task_id: str, policy: PollPolicy, timeout: float | None, deadline: float | None
-    ) -> None:
-        self.task_id = task_id
-        self.policy = policy
-        self.timeout = timeout
-        self.deadline = deadline
-        self.polls = 0
-        self.errors = 0
-        self.last: Task | None = None
-        self.last_sent = 0.0
-        self.queue_wait: float | None = None
-
-    def observe(self, task: Task, sent_at: float = 0.0, received_at: float = 0.0) -> bool:
-        """Record a snapshot from a poll sent and answered at these times.
-
-        Tells the policy whether the task changed since the previous poll, so a
-        `CadencePolicy` can learn the gateway's cadence.
-
-        Returns:
-            Whether the status or progress changed (always True for the first).
-        """
-        self.polls += 1
-        self.errors = 0
-        last = self.last
-        changed = last is None or task.raw_status != last.raw_status or task.progress != last.progress
-        if last is not None:
-            self.policy.observe(self.last_sent, received_at, changed)
-        self.last_sent = sent_at
-        self.queue_wait = queue_wait_hint(task)
-        if task.is_terminal:
-            self.last = task
-        else:  # shared strings and no payload: a waiter between polls stays small
-            self.last = msgspec.structs.replace(
-                task,
-                data=NULL_PAYLOAD,
-                task_id=self.task_id if task.task_id == self.task_id else task.task_id,
-                raw_status=sys.intern(task.raw_status),
-                progress=sys.intern(task.progress),
-                action=sys.intern(task.action),
-            )
-        return changed
-
-    def next_delay(self, now: float, retry_after: float | None = None) -> float:
-        """Seconds until the next poll.
-
-        Raises:
-            WaitTimeoutError: The next poll could not start before the deadline.
-        """
-        delay = self.policy.next_delay(
-            self.polls, retry_after=retry_after, now=now, queue_wait=self.queue_wait
-        )
-        if self.deadline is not None and now + delay >= self.deadline:
-            raise self.timed_out()
-        return delay
-
-    def error_delay(self, now: float, retry: RetryPolicy) -> float | None:
-        """Seconds to back off after a failed poll, or None if the deadline leaves no room."""
-        delay = retry.delay(self.errors)
-        self.errors += 1
-        if self.deadline is not None and now + delay >= self.deadline:
-            return None
-        return delay
-
-    def timed_out(self) -> WaitTimeoutError:
-        """The error for a wait whose deadline has come."""
-        return WaitTimeoutError(self.task_id, self.last, self.timeout)

@@ -8,6 +8,7 @@ and reading `Retry-After`. The aiohttp client only moves bytes.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import ipaddress
 import math
@@ -422,14 +423,19 @@ def error_from_response(
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Read a `Retry-After` header as seconds from now.
+    """Read a `Retry-After` header as seconds from now, or None for "no hint".
 
-    Accepts delta-seconds ("3", "1.5") and an HTTP date. A date in the past
-    gives 0. Anything unreadable, negative or not finite gives None.
+    Accepts delta-seconds ("3", "1.5") and an HTTP date in each of the three
+    forms RFC 9110 (section 5.6.7) obliges a recipient to read: IMF-fixdate
+    (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850 (`Sunday, 06-Nov-94 08:49:37
+    GMT`) and asctime (`Sun Nov  6 08:49:37 1994`, which carries no zone and
+    is GMT by definition). Zero, a negative number, NaN, infinity, a date
+    that has passed and anything unreadable give None: the caller then uses
+    its own backoff, never a tight loop.
 
     Args:
         value: The header value, or None when absent.
-        now: The current Unix time, for HTTP dates; defaults to the clock.
+        now: The current Unix time in seconds, for HTTP dates; defaults to the clock.
     """
     if value is None:
         return None
@@ -441,16 +447,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return seconds if math.isfinite(seconds) and seconds > 0 else None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # an HTTP date is always GMT
-        return None
+    if when.tzinfo is None:  # asctime: no zone, GMT by definition
+        when = when.replace(tzinfo=datetime.timezone.utc)
     if now is None:
         now = time.time()
-    return max(0.0, when.timestamp() - now)
+    try:
+        seconds = when.timestamp() - now
+    except (OverflowError, ValueError, OSError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def clip(text: str, secret: str | None = None) -> str:

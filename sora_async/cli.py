@@ -19,14 +19,9 @@ from typing import IO, Any, Protocol
 
 from . import __version__
 from ._client import SoraClient
-from ._errors import (
-    AuthenticationError,
-    PermissionDeniedError,
-    SoraError,
-    TaskFailedError,
-    WaitTimeoutError,
-)
+from ._errors import AuthenticationError, PermissionDeniedError, SoraError
 from ._models import VIDEO_VARIANTS, Task
+from ._outcomes import TaskFailedError, WaitTimeoutError
 from ._policy import PollPolicy
 from .testing import FakeSoraServer
 
@@ -361,7 +356,7 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             outcomes = client.as_completed(
                 args.task_ids, concurrency=args.concurrency, rate_limit=args.rate, timeout=args.timeout
             )
-            async with contextlib.aclosing(outcomes):
+            async with outcomes:
                 async for task_id, outcome in outcomes:
                     if isinstance(outcome, (AuthenticationError, PermissionDeniedError)):
                         raise outcome

@@ -192,13 +192,13 @@ async def test_rate_limit_error_carries_retry_after(mocked: aioresponses) -> Non
         TASK_URL,
         status=429,
         payload={"error": {"message": "slow"}},
-        headers={"Retry-After": "0"},
+        headers={"Retry-After": "7"},
         repeat=True,
     )
-    async with SoraClient(KEY, base_url=BASE, max_retries=1) as c:
+    async with SoraClient(KEY, base_url=BASE, max_retries=0) as c:
         with pytest.raises(RateLimitError) as caught:
             await c.get_task("task_1")
-    assert caught.value.retry_after == 0.0
+    assert caught.value.retry_after == 7.0
 
 
 async def test_oversized_body_is_refused(mocked: aioresponses) -> None:

@@ -75,7 +75,7 @@ async def test_unknown_task_is_not_found(client: SoraClient) -> None:
 
 
 async def test_wait_times_out_without_overshooting(server: FakeSoraServer) -> None:
-    """A task that never ends raises WaitTimeoutError with the last snapshot, before deadline + one poll."""
+    """A task that never ends raises WaitTimeoutError with the last snapshot, at its deadline and no later."""
     task_id = server.add_task(timeline=[("QUEUED", "20%")])
     policy = PollPolicy(initial_interval=0.1, max_interval=0.1, jitter=0.0)
     async with SoraClient(KEY, base_url=server.url) as c:
@@ -87,8 +87,12 @@ async def test_wait_times_out_without_overshooting(server: FakeSoraServer) -> No
     assert caught.value.last_task is not None
     assert caught.value.last_task.status is TaskStatus.QUEUED
     assert isinstance(caught.value, TimeoutError)
-    assert 2 <= server.polls(task_id) <= 4
-    assert elapsed < 0.35 + 0.1  # the deadline is checked before each sleep
+    # Polls at 0, 0.1, 0.2 and 0.3 s, then the last one moved up to just before the deadline.
+    assert 4 <= server.polls(task_id) <= 6
+    assert caught.value.polls == server.polls(task_id)
+    assert 0.3 <= elapsed < 0.35 + 0.1
+    assert caught.value.elapsed is not None
+    assert 0.3 <= caught.value.elapsed <= elapsed
 
 
 async def test_generate_uses_one_deadline(server: FakeSoraServer) -> None:

@@ -55,11 +55,10 @@ def test_fast_policy_for_local_servers() -> None:
 
 
 def test_retry_after_overrides_poll_delay() -> None:
-    """A server Retry-After replaces the computed delay, capped at max_retry_after."""
-    policy = PollPolicy(max_retry_after=60.0, random=lambda: 0.5)
+    """A server poll hint (already capped by the client's budget) replaces the computed delay."""
+    policy = PollPolicy(random=lambda: 0.5)
     assert policy.next_delay(1, retry_after=30.0) == 30.0
-    assert policy.next_delay(1, retry_after=0.0) == 0.0
-    assert policy.next_delay(1, retry_after=3600.0) == 60.0
+    assert policy.next_delay(1, retry_after=-1.0) == 0.0
 
 
 def test_retry_policy_full_jitter() -> None:
@@ -67,7 +66,7 @@ def test_retry_policy_full_jitter() -> None:
     assert RetryPolicy(0.5, 8.0, random=lambda: 0.0).delay(3) == 0.0
     assert RetryPolicy(0.5, 8.0, random=lambda: 0.5).delay(3) == 2.0
     assert RetryPolicy(0.5, 8.0, random=lambda: 0.5).delay(30) == 4.0
-    assert RetryPolicy(0.5, 8.0, max_retry_after=10.0).delay(0, retry_after=99.0) == 10.0
+    assert RetryPolicy(0.5, 8.0, random=lambda: 0.5).delay(10_000) == 4.0
 
 
 @pytest.mark.parametrize(
@@ -77,7 +76,8 @@ def test_retry_policy_full_jitter() -> None:
         {"initial_interval": 5, "max_interval": 1},
         {"multiplier": 0.5},
         {"jitter": 1.5},
-        {"max_retry_after": -1},
+        {"max_interval": float("inf")},
+        {"initial_interval": float("nan")},
     ],
 )
 def test_poll_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:

@@ -327,21 +327,33 @@ def test_200_with_error_code_and_odd_data_is_api_error() -> None:
     ("value", "expected"),
     [
         ("3", 3.0),
-        ("0", 0.0),
         ("1.5", 1.5),
         (" 10 ", 10.0),
+        ("0", None),
+        ("0.0", None),
         ("-1", None),
+        ("-0", None),
         ("inf", None),
+        ("-inf", None),
         ("nan", None),
+        ("1e400", None),
         ("", None),
+        ("   ", None),
         (None, None),
         ("soon", None),
+        # The three date forms of RFC 9110, section 5.6.7.
         ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
-        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
-        ("Wed, 21 Oct 2015 07:28:00", None),
+        ("Wednesday, 21-Oct-15 07:28:00 GMT", 30.0),
+        ("Wed Oct 21 07:28:00 2015", 30.0),
+        ("Wed Oct  7 07:28:00 2015", None),  # asctime's space-padded day, in the past
+        ("Wed, 21 Oct 2015 07:28:00", 30.0),  # no zone: read as GMT, like asctime
+        ("Wed, 21 Oct 2015 07:27:00 GMT", None),  # passed: no hint
+        ("Thu, 01 Jan 1970 00:00:00 GMT", None),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 253402300799.0 - 1445412450.0),  # capped by the budget, not here
+        ("Wed, 32 Oct 2015 07:28:00 GMT", None),
     ],
 )
 def test_retry_after(value: str | None, expected: float | None) -> None:
-    """Retry-After reads delta-seconds and HTTP dates; past dates give 0, garbage None."""
+    """Retry-After reads delta-seconds and all three HTTP-date forms; zero, past and garbage give None."""
     now = 1445412450.0  # 2015-10-21 07:27:30 GMT
     assert parse_retry_after(value, now=now) == expected

@@ -8,6 +8,7 @@ import types
 
 import sora_async
 import sora_async._errors
+import sora_async._outcomes
 import sora_async.testing
 
 
@@ -51,7 +52,8 @@ def test_issue_contract_names_exist() -> None:
 def test_every_error_derives_from_sora_error() -> None:
     """Each exported exception class is a SoraError, so one except clause catches all."""
     errors = [v for v in vars(sora_async).values() if inspect.isclass(v) and issubclass(v, BaseException)]
-    assert {error.__name__ for error in errors} == set(sora_async._errors.__all__)
+    expected = set(sora_async._errors.__all__) | set(sora_async._outcomes.__all__) - {"Outcome"}
+    assert {error.__name__ for error in errors} == expected
     assert all(issubclass(error, sora_async.SoraError) for error in errors)
 
 

@@ -1,0 +1,319 @@
+"""The network: one request under the client's budget, read within limits, errors mapped.
+
+`Transport` owns the aiohttp sessions (the API's, and a credential-free one
+for video hosts), binds the client to the running event loop, sends each
+request through the client's `Budget` by way of its `Gate`, reads the body
+within `max_response_bytes`, tells the budget what the server answered
+(status and `Retry-After`), and maps every aiohttp failure to a `SoraError`.
+`call` adds the resend loop for single requests. Nothing here parses a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import aiohttp
+import msgspec
+
+from ._budget import Budget
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ClientClosedError,
+    EventLoopMismatchError,
+    ResponseDecodeError,
+    SoraError,
+)
+from ._gate import DeadlineReached, Gate
+from ._policy import RetryPolicy
+from ._protocol import auth_headers, clip, parse_retry_after
+
+__all__ = ["Response", "Transport"]
+
+logger = logging.getLogger("sora_async")
+
+_T = TypeVar("_T")
+
+
+class Response(msgspec.Struct, gc=False):
+    """One HTTP answer; untracked by the garbage collector, like the wire Structs.
+
+    Attributes:
+        status: The HTTP status code.
+        headers: The response headers (case-insensitive).
+        body: The whole body, at most `max_response_bytes`.
+        retry_after: The server's `Retry-After` in seconds, capped at the
+            client's `max_retry_after`; None when absent or no usable hint.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    retry_after: float | None
+
+
+def _closed_error() -> ClientClosedError:
+    return ClientClosedError("this SoraClient is closed; create a new client to go on")
+
+
+class Transport:
+    """Sends requests for one client. Create it anywhere; it binds to a loop on first use.
+
+    Args:
+        base_url: The normalised API root.
+        api_key: The key, sent only to `base_url`.
+        timeout: Seconds one HTTP exchange may take.
+        max_response_bytes: The largest body read, in bytes (decoded size).
+        session: A borrowed `aiohttp.ClientSession`, or None to own one.
+        budget: The client's budget, which every request passes through.
+        retry: The backoff between resends of a single call.
+        max_retries: How often `call` resends a failed request.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        max_response_bytes: int,
+        session: aiohttp.ClientSession | None,
+        budget: Budget,
+        retry: RetryPolicy,
+        max_retries: int,
+    ) -> None:
+        self.base_url = base_url
+        self.budget = budget
+        self.retry = retry
+        self._api_key = api_key
+        self._headers = auth_headers(api_key)
+        self._timeout = timeout
+        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_response_bytes = max_response_bytes
+        self._max_retries = max_retries
+        self._borrowed = session
+        self._session: aiohttp.ClientSession | None = session
+        self._downloads: aiohttp.ClientSession | None = None
+        self._stale: list[aiohttp.ClientSession] = []
+        self._gate: Gate | None = None
+        self._closed = False
+        # Never follow a redirect with the key; and a borrowed session may
+        # have been made with raise_for_status=True, which we must override.
+        self._request_options: dict[str, bool] = {"allow_redirects": False}
+        if session is not None:
+            self._request_options["raise_for_status"] = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` has been called."""
+        return self._closed
+
+    def gate(self) -> Gate:
+        """The gate for the running event loop, binding the client to it on first use.
+
+        Raises:
+            ClientClosedError: The client is closed.
+            EventLoopMismatchError: A borrowed session belongs to another
+                loop, or the client's first loop is still open.
+        """
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise _closed_error()
+        gate = self._gate
+        if gate is not None and gate.loop is loop:
+            return gate
+        if gate is not None and not gate.loop.is_closed():
+            raise EventLoopMismatchError(
+                "this SoraClient is in use on another event loop that is still open; "
+                "create one client per event loop"
+            )
+        if self._borrowed is not None:
+            # aiohttp records the loop a session was made on; a session cannot
+            # serve any other.
+            session_loop = getattr(self._borrowed, "_loop", None)
+            if session_loop is not None and session_loop is not loop:
+                raise EventLoopMismatchError(
+                    "the aiohttp.ClientSession given to SoraClient belongs to another event loop; "
+                    "create the session and the client inside the loop that uses them"
+                )
+        elif gate is not None:
+            # Our first loop has ended (a second asyncio.run): its sessions
+            # cannot be used again. Close them before the next request.
+            self._stale.extend(s for s in (self._session, self._downloads) if s is not None)
+            self._session = self._downloads = None
+        self._gate = Gate(loop)
+        return self._gate
+
+    async def aclose(self) -> None:
+        """End every pending wait with `ClientClosedError` and close the owned sessions."""
+        self._closed = True
+        if self._gate is not None:
+            self._gate.close(_closed_error())
+        owned = [self._downloads, *self._stale]
+        if self._borrowed is None:
+            owned.append(self._session)
+        self._downloads = None
+        self._stale = []
+        self._session = self._borrowed
+        for session in owned:
+            if session is not None:
+                await session.close()
+
+    def cdn_session(self) -> aiohttp.ClientSession:
+        """A session of our own, with no default headers, for video hosts."""
+        self.gate()
+        if self._downloads is None:
+            self._downloads = aiohttp.ClientSession()
+        return self._downloads
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        parse: Callable[[Response], _T],
+        may_retry: Callable[[SoraError, Response | None], bool],
+        deadline: float | None,
+    ) -> _T:
+        """Send a request and parse the answer, resending while `may_retry` allows.
+
+        Resends wait `retry`'s backoff on top of any pause the budget holds;
+        none is sent when the backoff would pass `deadline`.
+
+        Raises:
+            APITimeoutError: The budget did not admit the request before `deadline`.
+            SoraError: What `parse` or the exchange raised, once retries are spent.
+        """
+        gate = self.gate()
+        attempt = 0
+        while True:
+            response: Response | None = None
+            try:
+                response = await self.send(method, path, body, deadline)
+                return parse(response)
+            except DeadlineReached:
+                raise APITimeoutError(
+                    f"{method} {path}: no turn in the request budget before the deadline"
+                ) from None
+            except SoraError as exc:
+                if attempt >= self._max_retries or not may_retry(exc, response):
+                    raise
+                delay = self.retry.delay(attempt)
+                if deadline is not None and gate.now() + delay >= deadline:
+                    raise
+                attempt += 1
+                logger.debug(
+                    "%s %s failed (%s); retry %d/%d in %.2f s",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    attempt,
+                    self._max_retries,
+                    delay,
+                )
+                await gate.sleep_until(gate.now() + delay)
+
+    async def send(self, method: str, path: str, body: bytes | None, deadline: float | None) -> Response:
+        """One HTTP exchange under the client's budget.
+
+        Raises:
+            DeadlineReached: The budget did not admit it before `deadline`.
+            APITimeoutError: The exchange passed its timeout (cut to the deadline).
+            APIConnectionError: No usable answer (refused, reset, cut short).
+            ResponseDecodeError: The body is over `max_response_bytes`.
+            ClientClosedError: The client was closed.
+        """
+        gate = self.gate()
+        if self._stale:
+            await self._close_stale()
+        budget = self.budget
+        await gate.enter(budget, deadline)
+        try:
+            return await self._exchange(gate, method, path, body, deadline)
+        finally:
+            gate.leave(budget)
+
+    async def _close_stale(self) -> None:
+        stale, self._stale = self._stale, []
+        for session in stale:
+            await session.close()
+
+    async def _exchange(
+        self, gate: Gate, method: str, path: str, body: bytes | None, deadline: float | None
+    ) -> Response:
+        started = gate.now()
+        timeout = self._client_timeout
+        seconds = self._timeout
+        if deadline is not None:
+            remaining = deadline - started
+            if remaining <= 0:
+                raise APITimeoutError(f"{method} {path}: no time left before the deadline")
+            if remaining < seconds:
+                seconds = remaining
+                timeout = aiohttp.ClientTimeout(total=remaining)
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        session = self._session
+        if session is None:
+            session = self._session = aiohttp.ClientSession()
+        try:
+            async with session.request(
+                method,
+                self.base_url + path,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                **self._request_options,
+            ) as resp:
+                length = resp.content_length
+                if length is not None and length <= self._max_response_bytes:
+                    payload = await resp.read()
+                else:
+                    payload = await self._read_limited(resp, length)
+                status = resp.status
+                response_headers = resp.headers
+        except asyncio.TimeoutError as exc:
+            if self._closed:
+                raise _closed_error() from None
+            raise APITimeoutError(f"{method} {path} timed out after {seconds:.3g} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Raised before any byte of the request was written.
+            raise APIConnectionError(
+                f"{method} {path}: cannot connect: {clip(str(exc), self._api_key)}", request_sent=False
+            ) from exc
+        except (aiohttp.ClientError, RuntimeError) as exc:
+            if self._closed:  # aclose() closed the session under this request
+                raise _closed_error() from None
+            if isinstance(exc, RuntimeError):
+                raise
+            raise APIConnectionError(
+                f"{method} {path}: {type(exc).__name__}: {clip(str(exc), self._api_key)}"
+            ) from exc
+        finished = gate.now()
+        hint = response_headers.get("Retry-After")  # aiohttp's headers ignore case
+        retry_after = None if hint is None else self.budget.usable_retry_after(parse_retry_after(hint))
+        self.budget.on_answer(finished, status, retry_after)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d (%d bytes, %.1f ms)",
+                method,
+                path,
+                status,
+                len(payload),
+                (finished - started) * 1000,
+            )
+        return Response(status, response_headers, payload, retry_after)
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
+        """Read a body of unknown or excessive length, refusing more than the limit."""
+        limit = self._max_response_bytes
+        if length is not None:
+            raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
+        chunks = bytearray()
+        async for chunk in resp.content.iter_any():
+            chunks += chunk
+            if len(chunks) > limit:
+                raise ResponseDecodeError(f"the response is over the limit of {limit} bytes")
+        return bytes(chunks)

@@ -1,0 +1,161 @@
+"""Tier 1: the request budget (rate, slots, pause) on a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from sora_async._budget import Budget
+
+
+def admit_now(budget: Budget, now: float) -> float | None:
+    """Admit one caller at `now` and give its slot straight back; the admit() answer."""
+    wait = budget.admit(None, now)
+    if wait == 0.0:
+        budget.release()
+    return wait
+
+
+def sends_in_first_second(budget: Budget, attempts: int) -> int:
+    """How many of `attempts` callers, each retrying when told, start within 1 s."""
+    now, sent = 0.0, 0
+    for _ in range(attempts):
+        while (wait := admit_now(budget, now)) != 0.0:
+            assert wait is not None
+            now += wait
+        if now < 1.0:
+            sent += 1
+    return sent
+
+
+def test_unlimited_controller_never_waits() -> None:
+    """Without a rate limit or a pause, every request may start at once."""
+    controller = Budget()
+    assert all(admit_now(controller, 0.0) == 0.0 for _ in range(1000))
+
+
+def test_bucket_allows_rate_plus_burst_per_second() -> None:
+    """Within one second at most rate + burst requests may start."""
+    controller = Budget(100.0)
+    assert controller.burst == 10.0
+    assert sends_in_first_second(controller, 500) <= 110
+
+
+def test_admissions_are_spaced_evenly() -> None:
+    """Past the burst, each admission comes about one interval after the last."""
+    controller = Budget(10.0, burst=1)
+    now, times = 0.0, []
+    for _ in range(4):
+        while (wait := admit_now(controller, now)) != 0.0:
+            assert wait is not None
+            now += wait
+        times.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.1 <= gap < 0.105 for gap in gaps)  # never faster than the rate, a hair slower
+
+
+def test_throttle_pauses_everyone_for_retry_after() -> None:
+    """A 429 with Retry-After makes every reservation wait until the pause ends."""
+    controller = Budget()
+    controller.on_answer(10.0, 429, retry_after=3.0)
+    assert admit_now(controller, 11.0) == pytest.approx(2.0)
+    assert admit_now(controller, 13.0) == 0.0
+
+
+def test_throttle_without_retry_after_backs_off() -> None:
+    """Repeated 429s with no Retry-After pause for longer each time, capped."""
+    controller = Budget()
+    pauses = []
+    now = 0.0
+    for _ in range(12):
+        controller.on_answer(now, 429)
+        pauses.append(controller.pause_until - now)
+        now = controller.pause_until
+    assert pauses[0] < pauses[3]
+    assert max(pauses) <= 8.0
+
+
+def test_throttle_cuts_rate_below_what_was_accepted() -> None:
+    """After a 429 the pace drops under the rate the server was accepting, once per event."""
+    controller = Budget(500.0)
+    for i in range(50):  # the server accepted 50 requests in the last second
+        controller.on_answer((i + 1) * 0.02, 200)
+    for _ in range(6):  # then refused enough of them to be a limit, not noise (over 10%)
+        controller.on_answer(1.0, 429, retry_after=1.0)
+    assert controller.rate == pytest.approx(45.0, rel=0.05)
+    cut = controller.rate
+    for _ in range(20):
+        controller.on_answer(1.1, 429, retry_after=1.0)  # same event: no second cut
+    assert controller.rate == cut
+
+
+def test_a_lone_429_among_many_successes_only_pauses() -> None:
+    """A 429 that is under 10% of the last answers is noise: it pauses, and the rate stays."""
+    controller = Budget(100.0)
+    for i in range(100):
+        controller.on_answer(i * 0.01, 200)
+    for second in range(1, 30):  # one 429 a second, each among ~100 accepted answers
+        for i in range(100):
+            controller.on_answer(second + i * 0.01, 200)
+        controller.on_answer(second + 0.995, 429)
+    assert controller.rate == 100.0
+    assert controller.pause_until == pytest.approx(29.995 + 0.25)
+
+
+def test_rate_recovers_gradually_and_stays_under_limit() -> None:
+    """After a cut the rate climbs back with successes, never past rate_limit."""
+    controller = Budget(100.0)
+    for i in range(80):
+        controller.on_answer(i / 80, 200)
+    for _ in range(10):
+        controller.on_answer(1.0, 429, retry_after=1.0)
+    cut = controller.rate
+    assert cut is not None
+    now = 1.0
+    rates = []
+    for _ in range(60):  # one minute of successes, 10 per second
+        for _ in range(10):
+            now += 0.1
+            controller.on_answer(now, 200)
+        rates.append(controller.rate)
+    assert rates[0] is not None
+    assert cut < rates[0] < rates[-1] <= 100.0  # type: ignore[operator]
+
+
+def test_unmeasured_429_only_pauses() -> None:
+    """A 429 with nothing accepted yet pauses but sets no rate, so a lone waiter is not slowed."""
+    controller = Budget()
+    controller.on_answer(0.0, 429, retry_after=0.5)
+    assert controller.rate is None
+    assert admit_now(controller, 0.5) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate_limit": 0},
+        {"rate_limit": float("inf")},
+        {"rate_limit": float("nan")},
+        {"burst": 0.5},
+        {"max_concurrency": 0},
+        {"max_concurrency": True},
+        {"max_retry_after": -1.0},
+        {"max_retry_after": float("inf")},
+    ],
+)
+def test_rejects_nonsense(kwargs: dict[str, Any]) -> None:
+    """Impossible budgets are a ValueError."""
+    with pytest.raises(ValueError):  # noqa: PT011 - the message varies by argument
+        Budget(**kwargs)
+
+
+@pytest.mark.parametrize("hint", [None, 0.0, -5.0, float("nan"), float("-inf")])
+def test_429_without_a_usable_hint_backs_off(hint: float | None) -> None:
+    """A 429 whose Retry-After is absent, zero, negative or NaN pauses for our own backoff."""
+    controller = Budget()
+    controller.on_answer(1.0, 429, retry_after=hint)
+    assert controller.pause_until == pytest.approx(1.25)  # 0.25 s, doubling per 429 in a row
+    controller.on_answer(1.25, 429, retry_after=hint)
+    assert controller.pause_until == pytest.approx(1.75)
