@@ -180,23 +180,31 @@ class SoraClient:
 
     # --- tasks -------------------------------------------------------------
 
-    async def get_task(self, task_id: str) -> Task:
+    async def get_task(self, task_id: str, *, timeout: float | None = None) -> Task:
         """Fetch one snapshot of a task.
 
         Args:
             task_id: The id `create_video` returned.
+            timeout: Seconds for the whole call: waiting for the request
+                budget, every resend and its backoff. None: each attempt is
+                bounded by the client's `timeout`, a server-requested pause
+                by `max_retry_after`, and resends by `max_retries`.
 
         Raises:
-            ValueError: The id is empty, too long, or contains white space.
+            ValueError: The id or timeout is invalid.
             TaskNotFoundError: The gateway knows no such task.
+            APITimeoutError: `timeout` passed first.
             ClientClosedError: The client is closed.
             SoraError: Another API, connection or decode error.
         """
-        return await self._transport.call(
-            "GET", task_path(task_id), None, self._parse_task, _retry_idempotent, None
-        )
+        path = task_path(task_id)
+        _check_timeout(timeout)
+        deadline = self._deadline(timeout)
+        return await self._transport.call("GET", path, None, self._parse_task, _retry_idempotent, deadline)
 
-    async def create_video(self, prompt: str, **options: Unpack[CreateOptions]) -> str:
+    async def create_video(
+        self, prompt: str, *, timeout: float | None = None, **options: Unpack[CreateOptions]
+    ) -> str:
         """Create a video task and return its id.
 
         The options and their defaults are those of `CreateOptions`; pass
@@ -209,13 +217,18 @@ class SoraClient:
 
         Args:
             prompt: What to generate.
+            timeout: Seconds for the whole call, as for `get_task`. A create
+                that timed out after it was sent may still exist upstream.
             **options: Keys of `CreateOptions`.
 
         Raises:
-            TypeError, ValueError: An option is unknown or invalid; nothing was sent.
+            TypeError, ValueError: An option or the timeout is invalid; nothing was sent.
+            APITimeoutError: `timeout` passed first.
             SoraError: The API refused, or the outcome is unknown.
         """
-        return await self._create(build_create_body(prompt, options), deadline=None)
+        _check_timeout(timeout)
+        body = build_create_body(prompt, options)
+        return await self._create(body, deadline=self._deadline(timeout))
 
     def watch(
         self,
@@ -320,7 +333,7 @@ class SoraClient:
         body = build_create_body(prompt, options)
         gate = self._transport.gate()
         started = gate.now()
-        deadline = None if timeout is None else started + timeout
+        deadline = self._deadline(timeout)
         task_id = await self._create(body, deadline=deadline)
         logger.debug("created task %s", task_id)
         remaining = None if deadline is None else deadline - gate.now()
@@ -452,6 +465,10 @@ class SoraClient:
         return results
 
     # --- internals ---------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        """The loop time `timeout` seconds from now, or None."""
+        return None if timeout is None else self._transport.gate().now() + timeout
 
     def _follow(
         self, task_id: str, timeout: float | None, poll: PollPolicy | None
