@@ -28,8 +28,14 @@ CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
         "decode (msgspec, _protocol, _models)",
         lambda f, n: "msgspec" in n or f.endswith(("_protocol.py", "_models.py")),
     ),
-    ("policy (_policy, _ratelimit)", lambda f, n: f.endswith(("_policy.py", "_ratelimit.py"))),
-    ("SDK glue (_client)", lambda f, n: f.endswith("_client.py")),
+    (
+        "budget and policy (_budget, _policy, _cadence)",
+        lambda f, n: f.endswith(("_budget.py", "_policy.py", "_cadence.py")),
+    ),
+    (
+        "SDK glue (_client, _transport, _engine, _gate)",
+        lambda f, n: f.endswith(("_client.py", "_transport.py", "_engine.py", "_gate.py")),
+    ),
     ("transport (aiohttp, asyncio, sockets)", lambda f, n: True),
 ]
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from sora_async._budget import Budget
 
@@ -159,3 +162,89 @@ def test_429_without_a_usable_hint_backs_off(hint: float | None) -> None:
     assert controller.pause_until == pytest.approx(1.25)  # 0.25 s, doubling per 429 in a row
     controller.on_answer(1.25, 429, retry_after=hint)
     assert controller.pause_until == pytest.approx(1.75)
+
+
+class BudgetMachine(RuleBasedStateMachine):
+    """Random joins, admissions, cancellations, releases, answers and clock steps on one Budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget = Budget(None)
+        self.now = 0.0
+        self.queued: list[int] = []
+        self.held = 0
+        self.granted_before: float = 0.0
+
+    @initialize(
+        rate=st.one_of(st.none(), st.floats(0.5, 200.0)),
+        slots=st.one_of(st.none(), st.integers(1, 5)),
+        cap=st.floats(0.0, 120.0),
+    )
+    def configure(self, rate: float | None, slots: int | None, cap: float) -> None:
+        self.budget = Budget(rate, slots, max_retry_after=cap)
+
+    @rule()
+    def join(self) -> None:
+        self.queued.append(self.budget.join())
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        if self.queued:
+            ticket = self.queued.pop(data.draw(st.integers(0, len(self.queued) - 1)))
+            tokens = self.budget.tokens
+            in_flight = self.budget.in_flight
+            self.budget.leave(ticket)
+            assert (self.budget.tokens, self.budget.in_flight) == (tokens, in_flight)  # nothing owed
+
+    @rule()
+    def admit_head(self) -> None:
+        head = self.budget.head()
+        if head is None:
+            wait = self.budget.admit(None, self.now)
+        else:
+            wait = self.budget.admit(head, self.now)
+        if wait == 0.0:
+            assert self.now >= self.budget.pause_until  # no request leaves during a pause
+            self.held += 1
+            if head is not None:
+                self.queued.remove(head)
+        else:
+            assert wait is None or wait > 0
+
+    @rule(data=st.data())
+    def admit_not_head(self, data: st.DataObject) -> None:
+        if len(self.queued) > 1:
+            ticket = data.draw(st.sampled_from(self.queued[1:]))
+            assert self.budget.admit(ticket, self.now) is None  # FIFO: only the head may go
+
+    @rule()
+    def release(self) -> None:
+        if self.held:
+            self.budget.release()
+            self.held -= 1
+
+    @rule(
+        status=st.sampled_from([200, 200, 200, 429, 503, 301]),
+        hint=st.one_of(st.none(), st.floats(-10, 1e6), st.sampled_from([0.0, math.nan, math.inf, -math.inf])),
+    )
+    def answer(self, status: int, hint: float | None) -> None:
+        before = self.budget.pause_until
+        self.budget.on_answer(self.now, status, hint)
+        # A pause never reaches further than max_retry_after, or our own 8 s backoff.
+        limit = max(self.budget.max_retry_after, 8.0)
+        assert self.budget.pause_until <= max(before, self.now + limit) + 1e-9
+
+    @rule(step=st.floats(0.0, 30.0))
+    def tick(self, step: float) -> None:
+        self.now += step
+
+    @invariant()
+    def never_in_debt(self) -> None:
+        assert self.budget.tokens >= 0.0
+        assert self.budget.in_flight == self.held
+        if self.budget.max_concurrency is not None:
+            assert self.budget.in_flight <= self.budget.max_concurrency
+        assert self.budget.queued == len(self.queued)
+
+
+TestBudgetMachine = BudgetMachine.TestCase
