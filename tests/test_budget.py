@@ -198,11 +198,8 @@ class BudgetMachine(RuleBasedStateMachine):
 
     @rule()
     def admit_head(self) -> None:
-        head = self.budget.head()
-        if head is None:
-            wait = self.budget.admit(None, self.now)
-        else:
-            wait = self.budget.admit(head, self.now)
+        head = self.budget.head()  # None when nobody is queued: admit a newcomer
+        wait = self.budget.admit(head, self.now)
         if wait == 0.0:
             assert self.now >= self.budget.pause_until  # no request leaves during a pause
             self.held += 1
