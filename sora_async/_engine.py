@@ -206,6 +206,7 @@ async def poll_step(
     try:
         task, hint = await poll(state.task_id, state.deadline)
     except DeadlineReached:
+        state.polls -= 1  # it never left the budget: not a poll sent
         raise state.timed_out(gate.now()) from None
     except SoraError as exc:
         if not exc.retryable:
@@ -323,7 +324,8 @@ class Batch:
         self._deadline: float | None = None
         self._heap: list[tuple[float, int, WaitState]] = []
         self._sequence = itertools.count()
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Each poll running, with the wait it polls for (see `_poll_done`).
+        self._inflight: dict[asyncio.Task[None], WaitState] = {}
         self._ready: collections.deque[tuple[str, Outcome]] = collections.deque()
         self._repeats: collections.deque[tuple[str, Outcome]] = collections.deque()
         self._remaining = len(counts)
@@ -387,6 +389,9 @@ class Batch:
         tasks = [t for t in (self._dispatcher, *self._inflight) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
+        # A cancelled dispatcher ends only at its next step: the next __anext__
+        # (which may come before that) must start a new one, not count on it.
+        self._dispatcher = None
         return tasks
 
     def _start(self) -> Gate:
@@ -415,7 +420,9 @@ class Batch:
         """Start each poll when it is due and the batch's budget allows; the only long-lived task.
 
         Returns when every task has an outcome, or when the consumer has
-        not asked for one for `CONSUMER_GRACE` seconds (it restarts then).
+        not asked for one for `CONSUMER_GRACE` seconds (it restarts then):
+        the polls still running are cancelled then, so that none waiting
+        for the client's budget is sent later, and are redone on restart.
         """
         gate = self._gate
         assert gate is not None
@@ -423,6 +430,8 @@ class Batch:
             while self._heap or self._inflight:
                 now = gate.now()
                 if self._consumer_gone(now):
+                    for task in self._inflight:
+                        task.cancel()
                     return
                 if not self._heap or self._heap[0][0] > now:
                     wake_at = self._heap[0][0] if self._heap else math.inf
@@ -430,13 +439,20 @@ class Batch:
                         wake_at = min(wake_at, self._idle_since + CONSUMER_GRACE)
                     await self._park(gate, wake_at)
                     continue
+                # Wait for a slot until the deadline, and for at most the
+                # consumer's grace: one that leaves meanwhile is seen in time.
+                idle_since = now if self._idle_since is None else self._idle_since
+                limit = idle_since + CONSUMER_GRACE
+                if self._deadline is not None:
+                    limit = min(limit, self._deadline)
                 try:
-                    await gate.enter(self._budget, self._deadline)
+                    await gate.enter(self._budget, limit)
                 except DeadlineReached:
-                    # The batch's own budget left no room before the deadline.
-                    while self._heap:
-                        state = heapq.heappop(self._heap)[2]
-                        self._finish(state.task_id, state.timed_out(gate.now()))
+                    if self._deadline is not None and gate.now() >= self._deadline:
+                        # The batch's own budget left no room before the deadline.
+                        while self._heap:
+                            state = heapq.heappop(self._heap)[2]
+                            self._finish(state.task_id, state.timed_out(gate.now()))
                     continue
                 if self._consumer_gone(gate.now()) or not self._heap:
                     gate.leave(self._budget)
@@ -444,8 +460,8 @@ class Batch:
                 # The most overdue task goes first, whoever was on top before the wait.
                 state = heapq.heappop(self._heap)[2]
                 task = asyncio.create_task(self._poll(gate, state))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._inflight[task] = state
+                task.add_done_callback(self._poll_done)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the client closed, or a bug: it must reach the consumer
@@ -456,7 +472,8 @@ class Batch:
         try:
             await alarm
         finally:
-            self._dispatcher_alarm = None
+            if self._dispatcher_alarm is alarm:
+                self._dispatcher_alarm = None
             gate.disarm(alarm)
 
     async def _poll(self, gate: Gate, state: WaitState) -> None:
@@ -470,16 +487,28 @@ class Batch:
         except BaseException as exc:
             self._fail(exc)
             return
-        finally:
-            gate.leave(self._budget)
-            if self._dispatcher_alarm is not None:
-                gate.ring(self._dispatcher_alarm)  # it may be waiting for the last poll to end
         if task is not None and task.is_terminal:
             self._finish(state.task_id, outcome_of(task))
         elif at is None:
             self._finish(state.task_id, state.timed_out(gate.now()))
         else:
             heapq.heappush(self._heap, (at, next(self._sequence), state))
+
+    def _poll_done(self, task: asyncio.Task[None]) -> None:
+        """Give back the batch slot the dispatcher took for a poll, however the poll ended.
+
+        A cancelled poll (the consumer left, or `aclose`), even one cancelled
+        before it started, puts its wait back in the heap, due now: iterating
+        again polls it, instead of waiting for ever for an outcome.
+        """
+        state = self._inflight.pop(task)
+        gate = self._gate
+        assert gate is not None
+        gate.leave(self._budget)
+        if task.cancelled():
+            heapq.heappush(self._heap, (gate.now(), next(self._sequence), state))
+        if self._dispatcher_alarm is not None:
+            gate.ring(self._dispatcher_alarm)  # it may be waiting for the last poll to end
 
     def _finish(self, task_id: str, outcome: Outcome) -> None:
         self._ready.append((task_id, outcome))

@@ -38,7 +38,7 @@ class Gate:
         loop: The event loop every wait of this gate runs on.
     """
 
-    __slots__ = ("_closed", "_loop", "_parked", "_waiters")
+    __slots__ = ("_closed", "_loop", "_parked", "_rung", "_waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -48,6 +48,8 @@ class Gate:
         # can end them all.
         self._parked: dict[asyncio.Future[None], asyncio.TimerHandle | None] = {}
         self._closed: SoraError | None = None
+        # The latest time a timer of this gate rang for (see `now`).
+        self._rung = -math.inf
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -55,8 +57,14 @@ class Gate:
         return self._loop
 
     def now(self) -> float:
-        """The loop's clock, in seconds."""
-        return self._loop.time()
+        """The loop's clock, in seconds, never earlier than a timer of this gate that has rung.
+
+        asyncio runs a timer up to one clock resolution before its time (and
+        a virtual clock may round below it): a waiter woken for time T that
+        read the bare clock could find T not yet come and park again for T,
+        at once, for as long as the clock stands still.
+        """
+        return max(self._loop.time(), self._rung)
 
     async def enter(self, budget: Budget, deadline: float | None) -> None:
         """Wait until `budget` admits one request, holding a slot until `leave`.
@@ -67,14 +75,14 @@ class Gate:
         """
         if self._closed is not None:
             raise self._closed
-        if budget.admit(None, self._loop.time()) == 0.0:
+        if budget.admit(None, self.now()) == 0.0:
             return  # the hot path: nothing queued, a slot and a token free
         ticket = budget.join()
         key = (id(budget), ticket)
         admitted = False
         try:
             while True:
-                now = self._loop.time()
+                now = self.now()
                 wait = budget.admit(ticket, now)
                 if wait == 0.0:
                     admitted = True
@@ -140,8 +148,14 @@ class Gate:
         if self._closed is not None:
             raise self._closed
         future: asyncio.Future[None] = self._loop.create_future()
-        self._parked[future] = None if when == math.inf else self._loop.call_at(when, _wake, future)
+        self._parked[future] = (
+            None if when == math.inf else self._loop.call_at(when, self._ring_at, when, future)
+        )
         return future
+
+    def _ring_at(self, when: float, future: asyncio.Future[None]) -> None:
+        self._rung = max(self._rung, when)
+        _wake(future)
 
     def disarm(self, future: asyncio.Future[None]) -> None:
         """Forget a parked future and drop its timer (after it was awaited or abandoned)."""
