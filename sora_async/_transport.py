@@ -11,8 +11,9 @@ within `max_response_bytes`, tells the budget what the server answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -99,6 +100,7 @@ class Transport:
         self._downloads: aiohttp.ClientSession | None = None
         self._stale: list[aiohttp.ClientSession] = []
         self._gate: Gate | None = None
+        self._loop_end: AsyncGenerator[None, None] | None = None
         self._closed = False
         # Never follow a redirect with the key; and a borrowed session may
         # have been made with raise_for_status=True, which we must override.
@@ -145,13 +147,32 @@ class Transport:
             self._stale.extend(s for s in (self._session, self._downloads) if s is not None)
             self._session = self._downloads = None
         self._gate = Gate(loop)
+        self._close_sessions_at_loop_end(self._gate)
         return self._gate
 
-    async def aclose(self) -> None:
-        """End every pending wait with `ClientClosedError` and close the owned sessions."""
-        self._closed = True
-        if self._gate is not None:
-            self._gate.close(_closed_error())
+    def _close_sessions_at_loop_end(self, gate: Gate) -> None:
+        """Close the sessions made on `gate`'s loop when asyncio.run() ends that loop.
+
+        asyncio.run() closes every async generator still suspended on its loop
+        just before it closes the loop: the last moment the connections of a
+        session made on it can be closed cleanly. A client used again in the
+        next asyncio.run() then starts with new sessions, and no socket of the
+        first loop is left unclosed (a ResourceWarning).
+        """
+
+        async def until_the_loop_ends() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                if self._gate is gate and not self._closed:
+                    await self._close_owned_sessions()
+
+        guard = until_the_loop_ends()
+        with contextlib.suppress(StopIteration):
+            guard.asend(None).send(None)  # run it to its `yield`: the loop now tracks it
+        self._loop_end = guard
+
+    async def _close_owned_sessions(self) -> None:
         owned = [self._downloads, *self._stale]
         if self._borrowed is None:
             owned.append(self._session)
@@ -161,6 +182,16 @@ class Transport:
         for session in owned:
             if session is not None:
                 await session.close()
+
+    async def aclose(self) -> None:
+        """End every pending wait with `ClientClosedError` and close the owned sessions."""
+        self._closed = True
+        if self._gate is not None:
+            self._gate.close(_closed_error())
+        guard, self._loop_end = self._loop_end, None
+        if guard is not None and self._gate is not None and self._gate.loop is asyncio.get_running_loop():
+            await guard.aclose()  # nothing left for it to do
+        await self._close_owned_sessions()
 
     def cdn_session(self) -> aiohttp.ClientSession:
         """A session of our own, with no default headers, for video hosts."""
