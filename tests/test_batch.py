@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from sora_async import (
@@ -153,20 +155,32 @@ async def test_settles_under_a_server_rate_limit() -> None:
     assert max(per_second[1:3]) <= 50 + 15  # settled near the server's limit
 
 
-async def test_cancelling_the_consumer_stops_all_polling(server: FakeSoraServer, client: SoraClient) -> None:
-    """Closing as_completed mid-batch cancels every poll: no client tasks left, no more requests."""
+async def test_cancelling_the_consumer_stops_all_polling(server: FakeSoraServer) -> None:
+    """Cancelling the consumer of as_completed mid-batch stops every poll: no client tasks left,
+    and no request starts afterwards (counted where requests start, in the client's session)."""
+    started: list[float] = []
+
+    async def on_request_start(*_: object) -> None:
+        started.append(time.monotonic())
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
     ids = server.add_tasks(300, never_finish=True)
-    before = asyncio.all_tasks()
-    outcomes = client.as_completed(ids, concurrency=16)
-    consumer = asyncio.create_task(anext(outcomes))
-    await eventually(lambda: len(server.arrivals) >= 100)
-    consumer.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await consumer
-    await outcomes.aclose()
-    # The server's keep-alive handlers belong to the server, not to the batch.
-    left = [t for t in asyncio.all_tasks() - before if "RequestHandler" not in repr(t.get_coro())]
-    assert left == []
-    sent = len(server.arrivals)
-    await asyncio.sleep(0.05)
-    assert len(server.arrivals) == sent
+    async with (
+        aiohttp.ClientSession(trace_configs=[trace]) as session,
+        SoraClient("test-key", base_url=server.url, poll=FAST_POLL, session=session) as client,
+    ):
+        before = asyncio.all_tasks()
+        outcomes = client.as_completed(ids, concurrency=16)
+        consumer = asyncio.create_task(anext(outcomes))
+        await eventually(lambda: len(started) >= 100)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        stopped = time.monotonic()
+        await outcomes.aclose()
+        # The server's keep-alive handlers belong to the server, not to the batch.
+        left = [t for t in asyncio.all_tasks() - before if "RequestHandler" not in repr(t.get_coro())]
+        assert left == []
+        await asyncio.sleep(0.2)  # time for a stray poll to show itself
+        assert len([t for t in started if t > stopped]) == 0

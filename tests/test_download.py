@@ -128,7 +128,7 @@ async def test_size_mismatch_leaves_no_file(
     async with VideoHost(serve_bytes(served)) as host:
         with pytest.raises(DownloadError, match="bytes"):
             await client.download(finished_task(source=(host.url("v.mp4"), announced)), tmp_path)
-    assert leftovers(tmp_path) == []
+    assert len(leftovers(tmp_path)) == 0
 
 
 async def test_connection_cut_mid_body_leaves_no_file(client: SoraClient, tmp_path: pathlib.Path) -> None:
@@ -146,7 +146,7 @@ async def test_connection_cut_mid_body_leaves_no_file(client: SoraClient, tmp_pa
         with pytest.raises(DownloadError) as caught:
             await client.download(finished_task(source=(host.url("v.mp4"), None)), tmp_path)
     assert caught.value.retryable
-    assert leftovers(tmp_path) == []
+    assert len(leftovers(tmp_path)) == 0
 
 
 async def test_cancelled_download_leaves_no_file(client: SoraClient, tmp_path: pathlib.Path) -> None:
@@ -170,7 +170,7 @@ async def test_cancelled_download_leaves_no_file(client: SoraClient, tmp_path: p
         with pytest.raises(asyncio.CancelledError):
             await downloading
         stall.set()
-    assert leftovers(tmp_path) == []
+    assert len(leftovers(tmp_path)) == 0
 
 
 async def test_expired_url_says_so(client: SoraClient, tmp_path: pathlib.Path) -> None:
@@ -183,7 +183,7 @@ async def test_expired_url_says_so(client: SoraClient, tmp_path: pathlib.Path) -
     assert "expired at 2025-01-20 14:28" in message
     assert "get_task" in message
     assert isinstance(caught.value, DownloadError)
-    assert leftovers(tmp_path) == []
+    assert len(leftovers(tmp_path)) == 0
 
 
 async def test_variant_falls_back_to_nearest(client: SoraClient, tmp_path: pathlib.Path) -> None:

@@ -205,7 +205,7 @@ async def test_redirect_to_other_host_gets_nothing(server: FakeSoraServer, clien
             await fetch_after(server, client, Fault.redirect(f"http://{host}:{port}/steal", status=302))
     finally:
         await runner.cleanup()
-    assert seen == []
+    assert len(seen) == 0
 
 
 # --- broken transport -----------------------------------------------------------------

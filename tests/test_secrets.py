@@ -82,6 +82,6 @@ async def test_key_never_leaks_through_the_fault_matrix(
     texts += [record.getMessage() for record in caplog.records]
     texts += [str(record.args) for record in caplog.records]
     assert len(texts) > 60
-    assert [text for text in texts if KEY in text] == []
+    assert len([text for text in texts if KEY in text]) == 0
     assert foreign  # the video host was really asked
-    assert all(KEY not in value for r in foreign for value in r.headers.values())
+    assert sum(KEY in value for r in foreign for value in r.headers.values()) == 0
