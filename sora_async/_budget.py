@@ -3,12 +3,13 @@
 One `Budget` owns the three things that decide whether a request may start:
 
 - **the rate**: a token bucket, spaced at `rate` per second with at most
-  `burst` back to back. When 429s are a real share of the answers (10% or
-  more over the last five seconds), the rate is cut below what the server was
-  accepting, once per event; successes raise it again: quickly far below
-  the last refusal, very slowly near it (AIMD). A lone 429 among many
-  accepted requests only pauses: cutting on noise would spiral the rate
-  down, since each cut lowers the measure the next cut starts from;
+  `burst` back to back. A 429 that states a `Retry-After` (the server is at
+  its limit), or 429s without one that are a real share of the answers
+  (10% or more over the last five seconds), cut the rate below what the
+  server was accepting, once per event; successes raise it again: quickly
+  far below the last refusal, very slowly near it (AIMD). A lone bare 429
+  among many accepted requests only pauses: cutting on noise would spiral
+  the rate down, since each cut lowers the measure the next cut starts from;
 - **the slots**: at most `max_concurrency` requests in flight;
 - **the pause**: after a 429, or any error answer that carries a usable
   `Retry-After`, no request starts until the pause has passed. A server's
@@ -43,11 +44,11 @@ DEFAULT_MAX_RETRY_AFTER = 60.0
 _PACING = 0.98
 # The most successes remembered for measuring the accepted rate.
 _ACCEPTED_WINDOW = 10_000
-# The share of 429s among the answers of the last _MEASURE_WINDOW seconds
+# The share of bare 429s among the answers of the last _SHARE_WINDOW seconds
 # that means "a limit", not noise, and so cuts the rate. The window is long
-# enough that a pause (which silences everyone) does not bias the measure.
+# enough that a pause (which silences everyone) does not bias the share.
 _THROTTLE_SHARE = 0.1
-_MEASURE_WINDOW = 5.0
+_SHARE_WINDOW = 5.0
 # A 429 without a usable Retry-After pauses for this backoff (seconds).
 _THROTTLE_INITIAL = 0.25
 _THROTTLE_MAX = 8.0
@@ -273,6 +274,9 @@ class Budget:
         self._set_rate(new_rate, now)
 
     def _on_throttle(self, now: float, hint: float | None) -> None:
+        # A 429 that states how long to wait is the server saying it is at its
+        # limit; a bare one (or "0") is as often a transient refusal.
+        stated = hint is not None
         if hint is None:
             hint = backoff_delay(self._throttle_count, initial=_THROTTLE_INITIAL, maximum=_THROTTLE_MAX)
             self._throttle_count += 1
@@ -281,16 +285,18 @@ class Budget:
         # 429s for requests sent before the cut belong to the same event.
         if now - self._last_decrease < 1.0:
             return
-        cutoff = now - _MEASURE_WINDOW
-        recent = sum(1 for _ in itertools.takewhile(lambda moment: moment > cutoff, reversed(self._accepted)))
-        refused = sum(1 for _ in itertools.takewhile(lambda moment: moment > cutoff, reversed(self._refused)))
-        if refused < _THROTTLE_SHARE * (recent + refused):
-            return  # noise among accepted requests: the pause is the whole reaction
+        if not stated:
+            window = now - _SHARE_WINDOW
+            answered = _count_since(self._accepted, window)
+            refused = _count_since(self._refused, window)
+            if refused < _THROTTLE_SHARE * (answered + refused):
+                return  # noise among accepted requests: the pause is the whole reaction
         self._last_decrease = now
-        # Answers per second over the window, or over the time since the
+        # Answers per second over the last second, or over the time since the
         # first answer when that is shorter.
+        recent = _count_since(self._accepted, now - 1.0)
         first = self._first_answer
-        span = min(_MEASURE_WINDOW, max(0.05, now - first)) if first is not None else _MEASURE_WINDOW
+        span = min(1.0, max(0.05, now - first)) if first is not None else 1.0
         accepted = recent / span
         if self.rate is None:
             if not recent:
@@ -318,3 +324,8 @@ class Budget:
             self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self.rate * _PACING)
         if self._last_refill is None or now > self._last_refill:
             self._last_refill = now
+
+
+def _count_since(times: collections.deque[float], cutoff: float) -> int:
+    """How many of the (rising) `times` are later than `cutoff`."""
+    return sum(1 for _ in itertools.takewhile(lambda moment: moment > cutoff, reversed(times)))

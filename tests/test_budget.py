@@ -85,7 +85,7 @@ def test_throttle_cuts_rate_below_what_was_accepted() -> None:
     controller = Budget(500.0)
     for i in range(50):  # the server accepted 50 requests in the last second
         controller.on_answer((i + 1) * 0.02, 200)
-    for _ in range(6):  # then refused enough of them to be a limit, not noise (over 10%)
+    for _ in range(6):  # then refused some, saying how long to wait: it is at its limit
         controller.on_answer(1.0, 429, retry_after=1.0)
     assert controller.rate == pytest.approx(45.0, rel=0.05)
     cut = controller.rate
@@ -95,7 +95,7 @@ def test_throttle_cuts_rate_below_what_was_accepted() -> None:
 
 
 def test_a_lone_429_among_many_successes_only_pauses() -> None:
-    """A 429 that is under 10% of the last answers is noise: it pauses, and the rate stays."""
+    """A bare 429 (no Retry-After) under 10% of the last answers is noise: it pauses, the rate stays."""
     controller = Budget(100.0)
     for i in range(100):
         controller.on_answer(i * 0.01, 200)
@@ -105,6 +105,17 @@ def test_a_lone_429_among_many_successes_only_pauses() -> None:
         controller.on_answer(second + 0.995, 429)
     assert controller.rate == 100.0
     assert controller.pause_until == pytest.approx(29.995 + 0.25)
+
+
+def test_bare_429s_that_are_a_real_share_cut_the_rate() -> None:
+    """Bare 429s at 10% or more of the last 5 s of answers are a limit: the rate is cut."""
+    controller = Budget(100.0)
+    for i in range(90):
+        controller.on_answer(i / 90, 200)
+    for _ in range(10):
+        controller.on_answer(1.0, 429)
+    assert controller.rate is not None
+    assert controller.rate < 100.0
 
 
 def test_rate_recovers_gradually_and_stays_under_limit() -> None:
