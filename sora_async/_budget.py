@@ -221,10 +221,12 @@ class Budget:
 
     def usable_retry_after(self, retry_after: float | None) -> float | None:
         """A server's `Retry-After` in seconds as a hint: capped at `max_retry_after`,
-        and None for no hint (absent, zero, negative or not finite)."""
+        and None for no hint (absent, zero, negative or not finite, or any
+        hint at all when `max_retry_after` is 0)."""
         if retry_after is None or not math.isfinite(retry_after) or retry_after <= 0:
             return None
-        return min(retry_after, self.max_retry_after)
+        capped = min(retry_after, self.max_retry_after)
+        return capped if capped > 0 else None
 
     def on_answer(self, now: float, status: int, retry_after: float | None = None) -> None:
         """Learn from one answer: its HTTP status and its `Retry-After` in seconds, if any.

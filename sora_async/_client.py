@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import pathlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -17,7 +18,8 @@ from ._cadence import CadencePolicy
 from ._download import DownloadProgress, stream_to_file
 from ._download_plan import plan_download, target_path
 from ._engine import Batch, collect_ids, follow, outcome_of
-from ._errors import APIConnectionError, SoraError
+from ._errors import APIConnectionError, ClientClosedError, DownloadError, SoraError
+from ._gate import Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus
 from ._outcomes import Outcome, WaitTimeoutError
 from ._policy import PollPolicy, RetryPolicy
@@ -65,7 +67,8 @@ class SoraClient:
 
     Every request of the client, single or batched, passes through one
     request budget: `rate_limit`, `max_concurrency` and the shared pause a
-    server asks for with `Retry-After` (PROTOCOL.md, "Errors"). Waiting for
+    server asks for with `Retry-After` (the gateway's documented 429 guidance:
+    back off, honour `Retry-After`). Waiting for
     the budget never outlasts a wait's deadline.
 
     Args:
@@ -121,12 +124,14 @@ class SoraClient:
             raise ValueError("no API key: pass api_key=... or set the COMETAPI_KEY environment variable")
         if any(ch.isspace() or not ch.isprintable() for ch in key):
             raise ValueError("the API key contains white space or control characters")
-        if not timeout > 0:
-            raise ValueError("timeout must be > 0")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        if max_response_bytes < 1:
-            raise ValueError("max_response_bytes must be >= 1")
+        _check_positive("timeout", timeout)
+        _check_count("max_retries", max_retries, minimum=0)
+        _check_count("max_response_bytes", max_response_bytes, minimum=1)
+        if max_concurrency is not None:
+            _check_count("max_concurrency", max_concurrency, minimum=1)
+        if rate_limit is not None:
+            _check_positive("rate_limit", rate_limit)
+        _check_positive("max_retry_after", max_retry_after, allow_zero=True)
         root = base_url if base_url is not None else os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL
         self._api_key = key
         # One CadencePolicy per client: all its waits share what it learns of
@@ -326,7 +331,13 @@ class SoraClient:
 
         Raises:
             TaskFailedError: The task ended in FAILURE.
-            WaitTimeoutError: The deadline passed before the task ended.
+            WaitTimeoutError: The deadline passed after the task was created
+                and before it ended (it carries the task id).
+            APITimeoutError: The deadline passed before the create was
+                answered (also a `TimeoutError`); if `request_sent` is True
+                the task may exist.
+            ClientClosedError: The client was closed; `.task_id` names the
+                task when it had been created.
             SoraError: The create or a poll failed for good.
         """
         _check_timeout(timeout)
@@ -339,7 +350,15 @@ class SoraClient:
         remaining = None if deadline is None else deadline - gate.now()
         if remaining is not None and remaining <= 0:
             raise WaitTimeoutError(task_id, None, timeout, elapsed=gate.now() - started, polls=0)
-        return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
+        try:
+            return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
+        except ClientClosedError as exc:
+            # The task exists and is billed: say which, so it can be waited for again.
+            raise ClientClosedError(
+                f"the client was closed while waiting for task {task_id}, which keeps running upstream; "
+                "wait for it again by this id",
+                task_id=task_id,
+            ) from exc
 
     # --- files -------------------------------------------------------------
 
@@ -374,18 +393,35 @@ class SoraClient:
             The path written.
 
         Raises:
-            ValueError: `variant` is not known.
+            ValueError: `variant` or `timeout` is not valid.
+            APITimeoutError: `timeout` passed while fetching the task.
             URLExpiredError: The video host refused the URL (HTTP 403).
             DownloadError: The task has no such file, or the transfer failed.
+            ClientClosedError: The client was closed during the download.
         """
-        task = task_or_id if isinstance(task_or_id, Task) else await self.get_task(task_or_id)
+        _check_timeout(timeout)
+        gate = self._transport.gate()
+        deadline = self._deadline(timeout)
+        task = task_or_id
+        if not isinstance(task, Task):
+            task = await self.get_task(task, timeout=_time_left(gate, deadline))
         if task.status is TaskStatus.SUCCESS and task.data == NULL_PAYLOAD:
-            task = await self.get_task(task.task_id)  # a stripped snapshot: fetch the payload
+            # A stripped snapshot: fetch the payload.
+            task = await self.get_task(task.task_id, timeout=_time_left(gate, deadline))
         plan = plan_download(task, variant)
         path = target_path(dest, plan)
-        return await stream_to_file(
-            self._transport.cdn_session(), plan, path, on_progress=on_progress, total_seconds=timeout
-        )
+        try:
+            return await stream_to_file(
+                self._transport.cdn_session(),
+                plan,
+                path,
+                on_progress=on_progress,
+                total_seconds=_time_left(gate, deadline),
+            )
+        except DownloadError as exc:
+            if self._transport.closed:  # aclose() closed the session under the transfer
+                raise ClientClosedError(f"the client was closed during the download of {path}") from exc
+            raise
 
     # --- many tasks --------------------------------------------------------
 
@@ -434,8 +470,9 @@ class SoraClient:
             ClientClosedError: Raised by the iteration when the client closes.
         """
         _check_timeout(timeout)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError("concurrency must be a whole number >= 1")
+        _check_count("concurrency", concurrency, minimum=1)
+        if rate_limit is not None:
+            _check_positive("rate_limit", rate_limit)
         return Batch(
             collect_ids(task_ids, task_path),
             bind=self._transport.gate,
@@ -510,6 +547,28 @@ def _retry_create(exc: SoraError, response: Response | None) -> bool:
     return response is not None and create_rejected_unprocessed(response.status, response.body)
 
 
+def _time_left(gate: Gate, deadline: float | None) -> float | None:
+    """Seconds from now to `deadline`, at least a millisecond, or None."""
+    return None if deadline is None else max(0.001, deadline - gate.now())
+
+
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not (timeout > 0 and timeout < float("inf")):
-        raise ValueError("timeout must be a finite number of seconds > 0, or None to wait for ever")
+    if timeout is not None:
+        _check_positive("timeout", timeout, hint=", or None to wait for ever")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False, hint: str = "") -> None:
+    """Refuse a bool, a non-number, NaN, infinity, a negative number, and 0 unless allowed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}{hint}; got {value!r}")
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> None:
+    """Refuse anything but a whole number (a bool neither) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")

@@ -27,7 +27,7 @@ from types import TracebackType
 import msgspec
 
 from ._budget import Budget
-from ._errors import SoraError
+from ._errors import EventLoopMismatchError, SoraError
 from ._gate import DeadlineReached, Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus, queue_wait_hint
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
@@ -290,10 +290,14 @@ class Batch:
             async for task_id, outcome in outcomes:
                 ...
 
-    Polling happens only while the batch is iterated: when the consumer
-    leaves the loop however it was written (`break`, an exception, a kept
-    iterator), no new poll starts after `CONSUMER_GRACE` (1 s), and none at
-    all after `aclose()` or the `async with` block. Iterating again resumes.
+    Inside `async with`, polling goes on until the block ends, however long
+    the loop body takes (a download per outcome, say), and stops at once
+    when it ends. Used bare, the batch cannot tell a consumer that left the
+    loop (`break`, an exception, a kept iterator) from a slow loop body, so
+    no new poll starts once nobody has asked for an outcome for
+    `CONSUMER_GRACE` (1 s): a bare loop whose body takes longer than that
+    pauses polling, and its deadline may pass meanwhile. Iterating again
+    resumes. One task at a time may iterate a batch.
     An error that is not about one task (the client was closed, a bug)
     ends the iteration by being raised.
 
@@ -334,6 +338,7 @@ class Batch:
         self._dispatcher_alarm: asyncio.Future[None] | None = None
         self._consumer_alarm: asyncio.Future[None] | None = None
         self._idle_since: float | None = None
+        self._managed = False
         self._closed = False
 
     # --- the consumer's side -------------------------------------------------
@@ -342,6 +347,7 @@ class Batch:
         return self
 
     async def __aenter__(self) -> Batch:
+        self._managed = True  # polling goes on, however slow the loop body, until the block ends
         return self
 
     async def __aexit__(
@@ -355,7 +361,13 @@ class Batch:
         if self._closed or (self._remaining == 0 and not self._ready):
             await self.aclose()
             raise StopAsyncIteration
+        if self._consumer_alarm is not None:
+            raise RuntimeError("this Batch is already being iterated by another task")
         gate = self._start()
+        if gate.loop is not asyncio.get_running_loop():
+            raise EventLoopMismatchError(
+                "this Batch was started on another event loop; call as_completed again on this one"
+            )
         self._idle_since = None
         try:
             if self._dispatcher is None or self._dispatcher.done():
@@ -414,7 +426,16 @@ class Batch:
     # --- the dispatcher ------------------------------------------------------
 
     def _consumer_gone(self, now: float) -> bool:
-        return self._idle_since is not None and now - self._idle_since >= CONSUMER_GRACE
+        return now >= self._grace_ends(now)
+
+    def _grace_ends(self, now: float) -> float:
+        """When the consumer counts as gone: `CONSUMER_GRACE` after it last took an
+        outcome (or from `now` while it waits for one); never inside `async with`."""
+        if self._managed:
+            return math.inf
+        if self._idle_since is None:
+            return now + CONSUMER_GRACE
+        return self._idle_since + CONSUMER_GRACE
 
     async def _dispatch(self) -> None:
         """Start each poll when it is due and the batch's budget allows; the only long-lived task.
@@ -436,13 +457,12 @@ class Batch:
                 if not self._heap or self._heap[0][0] > now:
                     wake_at = self._heap[0][0] if self._heap else math.inf
                     if self._idle_since is not None:
-                        wake_at = min(wake_at, self._idle_since + CONSUMER_GRACE)
+                        wake_at = min(wake_at, self._grace_ends(now))
                     await self._park(gate, wake_at)
                     continue
                 # Wait for a slot until the deadline, and for at most the
                 # consumer's grace: one that leaves meanwhile is seen in time.
-                idle_since = now if self._idle_since is None else self._idle_since
-                limit = idle_since + CONSUMER_GRACE
+                limit = self._grace_ends(now)
                 if self._deadline is not None:
                     limit = min(limit, self._deadline)
                 try:

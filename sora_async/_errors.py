@@ -11,7 +11,7 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     │   ├── RateLimitError        429, with `.retry_after`
     │   └── ServerError           5xx, and gateway codes that mean "try again"
     ├── APIConnectionError        no usable answer: refused, reset, truncated
-    │   └── APITimeoutError       one request took longer than its timeout
+    │   └── APITimeoutError       a request or a call ran out of time (also a TimeoutError)
     ├── ResponseDecodeError       the body is not JSON, or not the expected shape
     ├── TaskFailedError           the task ended in FAILURE              (_outcomes)
     ├── WaitTimeoutError          a wait's deadline passed first         (_outcomes)
@@ -164,8 +164,11 @@ class APIConnectionError(SoraError):
         self.request_sent = request_sent
 
 
-class APITimeoutError(APIConnectionError):
-    """One request took longer than its timeout."""
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """A request took longer than its timeout, or a call's `timeout=` passed.
+
+    Also a `TimeoutError`, like `WaitTimeoutError`.
+    """
 
 
 class ResponseDecodeError(SoraError):
@@ -178,7 +181,14 @@ class ClientClosedError(SoraError, RuntimeError):
     Waits pending when `aclose()` is called end with this error at once;
     their tasks keep running upstream and can be waited for again with a new
     client and the same ids.
+
+    Attributes:
+        task_id: The task a `generate` had created before the close, else None.
     """
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class EventLoopMismatchError(SoraError, RuntimeError):

@@ -13,7 +13,8 @@ from collections.abc import Callable
 __all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "backoff_delay"]
 
 # The gateway refreshes unfinished tasks from upstream in one sweep every
-# 15 s; between sweeps a task cannot change (PROTOCOL.md, "Timing").
+# 15 s; between sweeps a task cannot change (the gateway's task polling
+# service, as CometAPI's gateway documents and runs it).
 GATEWAY_REFRESH_SECONDS = 15.0
 
 # 2.0 ** 1023 is the largest power of two a float holds; cap the exponent
@@ -48,8 +49,8 @@ class PollPolicy:
     gateway's 15 s refresh: a task cannot change between sweeps, so polling
     faster than that in the long run mostly repeats the same answer, and
     polling slower adds up to a whole sweep of lag. A server `Retry-After`
-    replaces the computed delay (the client caps it at its
-    `max_retry_after` first). A wait never polls later than its deadline:
+    on an answered poll lengthens the delay to it (the client caps it at its
+    `max_retry_after` first); it never shortens it. A wait never polls later than its deadline:
     the engine shortens the last delay instead.
 
     Args:
@@ -107,13 +108,13 @@ class PollPolicy:
         Args:
             polls: How many polls have been made so far (at least 1).
             retry_after: A server-requested delay in seconds (already capped
-                by the client); when given it wins.
+                by the client). It can only lengthen the delay, never
+                shorten it: a proxy sending `Retry-After: 0.001` on every
+                answer must not turn a wait into a busy loop.
             now: The current time, for policies that schedule by the clock.
             queue_wait: The upstream's estimate of the task's remaining queue
                 time, for policies that use it (plain backoff does not).
         """
-        if retry_after is not None:
-            return max(0.0, retry_after)
         base = backoff_delay(
             max(0, polls - 1),
             initial=self.initial_interval,
@@ -121,7 +122,8 @@ class PollPolicy:
             multiplier=self.multiplier,
         )
         spread = 1.0 + self.jitter * (2.0 * self.random() - 1.0)
-        return min(self.max_interval, base * spread)
+        delay = min(self.max_interval, base * spread)
+        return delay if retry_after is None else max(delay, retry_after)
 
     def __repr__(self) -> str:
         return (

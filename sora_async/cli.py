@@ -255,7 +255,7 @@ class ConfigError(Exception):
 
 
 def exit_code_for(error: BaseException) -> int:
-    if isinstance(error, WaitTimeoutError):
+    if isinstance(error, TimeoutError):  # WaitTimeoutError, or an APITimeoutError at the deadline
         return EXIT_TIMEOUT
     if isinstance(error, (AuthenticationError, PermissionDeniedError, ConfigError)):
         return EXIT_CONFIG

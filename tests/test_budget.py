@@ -256,3 +256,11 @@ class BudgetMachine(RuleBasedStateMachine):
 
 
 TestBudgetMachine = BudgetMachine.TestCase
+
+
+@pytest.mark.parametrize(("cap", "hint", "usable"), [(60.0, 5.0, 5.0), (60.0, 1e9, 60.0), (0.0, 5.0, None)])
+def test_max_retry_after_caps_hints_and_zero_ignores_them(
+    cap: float, hint: float, usable: float | None
+) -> None:
+    """Hints are capped at max_retry_after; with max_retry_after=0 the server's hints are ignored."""
+    assert Budget(max_retry_after=cap).usable_retry_after(hint) == usable

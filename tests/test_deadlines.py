@@ -19,6 +19,7 @@ import gc
 import itertools
 import json
 import logging
+import pathlib
 import threading
 import time
 import warnings
@@ -898,3 +899,162 @@ async def test_wait_timeout_counts_only_the_polls_that_were_sent() -> None:
     assert isinstance(result, WaitTimeoutError)
     assert server.polls(b) == 0
     assert result.polls == 0, str(result)  # "... (1 poll, no status seen)"
+
+
+# --- found by a review that tried to break the above ---------------------------------
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeSoraServer]:
+    async with FakeSoraServer(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.mark.parametrize(("hint", "options"), [("0.001", {}), ("0.2", {}), ("5", {"max_retry_after": 0})])
+async def test_a_short_retry_after_on_a_200_never_speeds_polling_up(
+    hint: str, options: dict[str, Any]
+) -> None:
+    """A Retry-After on answered polls only lengthens the delay: 1 s of waiting is 2 to 12 polls."""
+    async with FakeSoraServer(api_key=KEY) as server:
+        task_id = server.add_task(timeline=[("QUEUED", "20%")])
+        server.inject(Fault(200, task_answer(task_id), {"Retry-After": hint}), task_id=task_id, times=10_000)
+        policy = PollPolicy(initial_interval=0.1, max_interval=0.1, jitter=0.0)
+        async with SoraClient(KEY, base_url=server.url, poll=policy, **options) as client:
+            with pytest.raises(WaitTimeoutError):
+                await client.wait_until_done(task_id, timeout=1.0)
+        assert 2 <= server.polls(task_id) <= 12  # a busy loop sent 1,000 to 9,000
+
+
+async def test_a_slow_loop_body_inside_async_with_keeps_polling() -> None:
+    """Inside `async with`, a loop body slower than CONSUMER_GRACE does not stop polling:
+    tasks that succeed meanwhile are reported as successes, not timeouts."""
+    async with FakeSoraServer(api_key=KEY, advance="clock", step_seconds=0.2) as server:
+        first = server.add_task(timeline=[("SUCCESS", "100%")])
+        later = [server.add_task(timeline=[("QUEUED", "20%"), ("IN_PROGRESS", "30%"), ("SUCCESS", "100%")])]
+        async with SoraClient(KEY, base_url=server.url) as client:
+            kinds: list[str] = []
+            async with client.as_completed([first, *later], timeout=3.0, poll=FAST_POLL) as outcomes:
+                async for _, outcome in outcomes:
+                    kinds.append(type(outcome).__name__)
+                    await asyncio.sleep(CONSUMER_GRACE + 0.5)  # a download, say
+    assert kinds.count("Task") == 2
+
+
+async def test_two_tasks_iterating_one_batch_get_an_error_not_a_hang(server: FakeSoraServer) -> None:
+    """A second task iterating a batch already being iterated raises RuntimeError at once."""
+    task_id = server.add_task(timeline=[("QUEUED", "20%")] * 50 + [("SUCCESS", "100%")])
+    async with (
+        SoraClient(KEY, base_url=server.url, poll=FAST_POLL) as client,
+        client.as_completed([task_id], timeout=5) as outcomes,
+    ):
+        first = asyncio.create_task(anext(outcomes))
+        await eventually(lambda: server.polls(task_id) >= 1)
+        with pytest.raises(RuntimeError, match="already being iterated"):
+            await asyncio.wait_for(anext(outcomes), 1)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+    assert server.polls(task_id) >= 1
+
+
+async def test_download_keeps_its_timeout_during_a_long_pause(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    """download(task_id, timeout=1) during a 60 s pause raises APITimeoutError (a TimeoutError) at ~1 s."""
+    task_id = server.add_task(timeline=[("SUCCESS", "100%")])
+    async with SoraClient(KEY, base_url=server.url) as client:
+        client.budget.on_answer(asyncio.get_running_loop().time(), 429, 86_400.0)
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as caught:
+            await client.download(task_id, tmp_path / "video.mp4", timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert isinstance(caught.value, TimeoutError)
+    assert 0.9 <= elapsed < 2.0
+    assert server.polls(task_id) == 0
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True])
+async def test_download_refuses_a_bad_timeout(
+    server: FakeSoraServer, tmp_path: pathlib.Path, timeout: float
+) -> None:
+    """download's timeout is checked like every other call's: 0 requests are sent."""
+    async with SoraClient(KEY, base_url=server.url) as client:
+        with pytest.raises((ValueError, TypeError)):
+            await client.download("task_x", tmp_path / "video.mp4", timeout=timeout)
+    assert sum(server.requests.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"timeout": float("inf")},
+        {"timeout": True},
+        {"max_retries": float("nan")},
+        {"max_retries": 1.5},
+        {"max_response_bytes": float("nan")},
+        {"max_concurrency": 2.5},
+        {"max_concurrency": float("inf")},
+        {"max_concurrency": "5"},
+        {"rate_limit": True},
+        {"rate_limit": float("nan")},
+        {"max_retry_after": -1},
+        {"max_retry_after": True},
+    ],
+)
+def test_client_refuses_bad_limits(options: dict[str, Any]) -> None:
+    """Every numeric setting refuses bools, NaN, infinity and wrong types at construction."""
+    with pytest.raises((ValueError, TypeError)):
+        SoraClient(KEY, base_url="http://127.0.0.1:9", **options)
+
+
+async def test_generate_timing_out_in_its_create_is_a_timeout_error(server: FakeSoraServer) -> None:
+    """A create still unanswered at generate's deadline raises a TimeoutError (APITimeoutError) at ~1 s."""
+    server.inject(
+        Fault(200, {"code": "success", "message": "", "data": "task_late"}, delay=5.0), route="create"
+    )
+    async with SoraClient(KEY, base_url=server.url) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await client.generate("slow create", timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.0
+
+
+async def test_closing_during_generate_names_the_created_task(server: FakeSoraServer) -> None:
+    """aclose() during generate's wait raises ClientClosedError carrying the created task's id."""
+    server.script_next([("QUEUED", "20%")])
+    client = SoraClient(KEY, base_url=server.url, poll=FAST_POLL)
+    job = asyncio.create_task(client.generate("a kite", timeout=10))
+    # Created (one "create" count), then polled (a count under the new task's id).
+    await eventually(lambda: server.requests["create"] == 1 and len(server.requests) >= 2)
+    await client.aclose()
+    with pytest.raises(ClientClosedError) as caught:
+        await job
+    assert caught.value.task_id is not None
+    assert server.polls(caught.value.task_id) >= 1
+
+
+def test_a_batch_resumed_in_another_event_loop_says_so() -> None:
+    """Iterating a batch started in one asyncio.run from another raises EventLoopMismatchError."""
+    holder: dict[str, Any] = {}
+
+    async def first() -> None:
+        async with FakeSoraServer(api_key=KEY) as server:
+            holder["server_url"] = server.url
+            task_id = server.add_task(timeline=[("SUCCESS", "100%")])
+            other = server.add_task(timeline=[("QUEUED", "20%")])
+            client = SoraClient(KEY, base_url=server.url, poll=FAST_POLL)
+            batch = client.as_completed([task_id, other], timeout=5)
+            await anext(batch)
+            holder["batch"] = batch
+            holder["client"] = client
+
+    async def second() -> None:
+        with pytest.raises(EventLoopMismatchError):
+            await anext(holder["batch"])
+        await holder["client"].aclose()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        asyncio.run(first())
+        asyncio.run(second())

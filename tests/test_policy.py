@@ -54,11 +54,17 @@ def test_fast_policy_for_local_servers() -> None:
     assert all(0.0 < policy.next_delay(n) <= 0.2 for n in range(1, 50))
 
 
-def test_retry_after_overrides_poll_delay() -> None:
-    """A server poll hint (already capped by the client's budget) replaces the computed delay."""
+@pytest.mark.parametrize("hint", [0.001, 0.5, -1.0, 0.0])
+def test_a_short_poll_hint_never_shortens_the_delay(hint: float) -> None:
+    """A server poll hint shorter than the computed delay is ignored: never a busy loop."""
+    policy = PollPolicy(random=lambda: 0.5)
+    assert policy.next_delay(1, retry_after=hint) == 2.0
+
+
+def test_a_long_poll_hint_lengthens_the_delay() -> None:
+    """A server poll hint (already capped by the client's budget) longer than the delay wins."""
     policy = PollPolicy(random=lambda: 0.5)
     assert policy.next_delay(1, retry_after=30.0) == 30.0
-    assert policy.next_delay(1, retry_after=-1.0) == 0.0
 
 
 def test_retry_policy_full_jitter() -> None:
