@@ -261,7 +261,8 @@ class Transport:
         if self._stale:
             await self._close_stale()
         budget = self.budget
-        await gate.enter(budget, deadline)
+        if not gate.try_enter(budget):
+            await gate.enter(budget, deadline)
         try:
             return await self._exchange(gate, method, path, body, deadline)
         finally:
