@@ -119,10 +119,6 @@ class Gate:
         budget.release()
         self._wake_head(budget)
 
-    def nudge(self, budget: Budget) -> None:
-        """Let the next caller in line look again (after the budget's pause or rate changed)."""
-        self._wake_head(budget)
-
     async def sleep_until(self, when: float) -> None:
         """Sleep until loop time `when`, or raise at once if the gate is closed."""
         future = self.alarm(when)
