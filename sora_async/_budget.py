@@ -34,7 +34,7 @@ import math
 
 from ._policy import backoff_delay
 
-__all__ = ["DEFAULT_MAX_RETRY_AFTER", "Budget"]
+__all__ = ["DEFAULT_MAX_RETRY_AFTER", "Budget", "check_count", "check_positive"]
 
 DEFAULT_MAX_RETRY_AFTER = 60.0
 """The longest pause, in seconds, that a server's `Retry-After` may impose."""
@@ -72,7 +72,8 @@ class Budget:
         min_rate: The rate never drops below this (requests per second).
 
     Raises:
-        ValueError: A limit is not a positive finite number.
+        TypeError: A limit is a bool or not a number.
+        ValueError: A limit is out of range, NaN or infinite.
     """
 
     __slots__ = (
@@ -109,12 +110,11 @@ class Budget:
         decrease: float = 0.9,
         min_rate: float = 0.5,
     ) -> None:
-        if rate_limit is not None and not (rate_limit > 0 and math.isfinite(rate_limit)):
-            raise ValueError("rate_limit must be a positive number of requests per second")
-        if max_concurrency is not None and (isinstance(max_concurrency, bool) or not max_concurrency >= 1):
-            raise ValueError("max_concurrency must be a whole number >= 1")
-        if not (max_retry_after >= 0 and math.isfinite(max_retry_after)):
-            raise ValueError("max_retry_after must be a finite number of seconds >= 0")
+        if rate_limit is not None:
+            check_positive("rate_limit", rate_limit)
+        if max_concurrency is not None:
+            check_count("max_concurrency", max_concurrency, minimum=1)
+        check_positive("max_retry_after", max_retry_after, allow_zero=True)
         if burst is not None and not burst >= 1:
             raise ValueError("burst must be >= 1")
         if not 0 < decrease < 1:
@@ -331,3 +331,20 @@ class Budget:
 def _count_since(times: collections.deque[float], cutoff: float) -> int:
     """How many of the (rising) `times` are later than `cutoff`."""
     return sum(1 for _ in itertools.takewhile(lambda moment: moment > cutoff, reversed(times)))
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False, hint: str = "") -> None:
+    """Refuse a bool, a non-number, NaN, infinity, a negative number, and 0 unless allowed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}{hint}; got {value!r}")
+
+
+def check_count(name: str, value: int, *, minimum: int) -> None:
+    """Refuse anything but a whole number (a bool neither) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 import pathlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
+from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget, check_count, check_positive
 from ._cadence import CadencePolicy
 from ._download import DownloadProgress, stream_to_file
 from ._download_plan import plan_download, target_path
@@ -124,14 +123,9 @@ class SoraClient:
             raise ValueError("no API key: pass api_key=... or set the COMETAPI_KEY environment variable")
         if any(ch.isspace() or not ch.isprintable() for ch in key):
             raise ValueError("the API key contains white space or control characters")
-        _check_positive("timeout", timeout)
-        _check_count("max_retries", max_retries, minimum=0)
-        _check_count("max_response_bytes", max_response_bytes, minimum=1)
-        if max_concurrency is not None:
-            _check_count("max_concurrency", max_concurrency, minimum=1)
-        if rate_limit is not None:
-            _check_positive("rate_limit", rate_limit)
-        _check_positive("max_retry_after", max_retry_after, allow_zero=True)
+        check_positive("timeout", timeout)
+        check_count("max_retries", max_retries, minimum=0)
+        check_count("max_response_bytes", max_response_bytes, minimum=1)
         root = base_url if base_url is not None else os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL
         self._api_key = key
         # One CadencePolicy per client: all its waits share what it learns of
@@ -470,9 +464,7 @@ class SoraClient:
             ClientClosedError: Raised by the iteration when the client closes.
         """
         _check_timeout(timeout)
-        _check_count("concurrency", concurrency, minimum=1)
-        if rate_limit is not None:
-            _check_positive("rate_limit", rate_limit)
+        check_count("concurrency", concurrency, minimum=1)  # named as the caller knows it
         return Batch(
             collect_ids(task_ids, task_path),
             bind=self._transport.gate,
@@ -554,21 +546,4 @@ def _time_left(gate: Gate, deadline: float | None) -> float | None:
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None:
-        _check_positive("timeout", timeout, hint=", or None to wait for ever")
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False, hint: str = "") -> None:
-    """Refuse a bool, a non-number, NaN, infinity, a negative number, and 0 unless allowed."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}{hint}; got {value!r}")
-
-
-def _check_count(name: str, value: int, *, minimum: int) -> None:
-    """Refuse anything but a whole number (a bool neither) of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a whole number, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+        check_positive("timeout", timeout, hint=", or None to wait for ever")

@@ -111,10 +111,10 @@ class WaitState:
         self.last_attempt = -math.inf
         self.queue_wait: float | None = None
 
-    def begin_poll(self, now: float) -> None:
-        """Count a poll about to be sent at `now`."""
+    def count_poll(self, sent_at: float) -> None:
+        """Count a poll that got past the budget and was sent at `sent_at`."""
         self.polls += 1
-        self.last_attempt = now
+        self.last_attempt = sent_at
 
     def observe(self, task: Task, sent_at: float, received_at: float) -> bool:
         """Record a snapshot from a poll sent and answered at these times.
@@ -202,13 +202,12 @@ async def poll_step(
         SoraError: A failure that retrying cannot fix (not `retryable`).
     """
     sent = gate.now()
-    state.begin_poll(sent)
     try:
         task, hint = await poll(state.task_id, state.deadline)
-    except DeadlineReached:
-        state.polls -= 1  # it never left the budget: not a poll sent
+    except DeadlineReached:  # it never left the budget: no poll to count
         raise state.timed_out(gate.now()) from None
     except SoraError as exc:
+        state.count_poll(sent)
         if not exc.retryable:
             raise
         now = gate.now()
@@ -217,6 +216,7 @@ async def poll_step(
             raise state.timed_out(now) from exc
         logger.debug("poll of %s failed (%s); retry in %.2f s", state.task_id, type(exc).__name__, at - now)
         return None, False, at
+    state.count_poll(sent)
     now = gate.now()
     changed = state.observe(task, sent, now)
     if task.is_terminal:

@@ -154,7 +154,6 @@ def test_unmeasured_429_only_pauses() -> None:
         {"rate_limit": float("nan")},
         {"burst": 0.5},
         {"max_concurrency": 0},
-        {"max_concurrency": True},
         {"max_retry_after": -1.0},
         {"max_retry_after": float("inf")},
     ],
@@ -162,6 +161,16 @@ def test_unmeasured_429_only_pauses() -> None:
 def test_rejects_nonsense(kwargs: dict[str, Any]) -> None:
     """Impossible budgets are a ValueError."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by argument
+        Budget(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_concurrency": True}, {"max_concurrency": 2.5}, {"rate_limit": True}, {"max_retry_after": "60"}],
+)
+def test_rejects_wrong_types(kwargs: dict[str, Any]) -> None:
+    """A bool, a float count or a string is a TypeError: the same rules as SoraClient's settings."""
+    with pytest.raises(TypeError):
         Budget(**kwargs)
 
 
