@@ -7,7 +7,7 @@ import json
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -58,3 +58,28 @@ async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> Non
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+def _policy_loop() -> asyncio.AbstractEventLoop | None:
+    loop = getattr(getattr(asyncio.get_event_loop_policy(), "_local", None), "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Close the event loop looptime's plugin makes for a test that is not async.
+
+    looptime calls `asyncio.get_event_loop()` for every test function, which
+    sets a new loop on the policy for a plain one and never closes it. The
+    next async test replaces that loop, and whenever the garbage collector
+    finds it, its ResourceWarning (an error under filterwarnings) fails
+    whichever test is running then.
+    """
+    before = _policy_loop()
+    try:
+        return (yield)
+    finally:
+        after = _policy_loop()
+        if after is not None and after is not before and not after.is_running() and not after.is_closed():
+            after.close()
+            asyncio.set_event_loop(None)
