@@ -21,13 +21,13 @@ import itertools
 import logging
 import math
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 
 import msgspec
 
 from ._budget import Budget
-from ._errors import EventLoopMismatchError, SoraError
+from ._errors import EventLoopMismatchError, InvalidTaskIdError, ResponseDecodeError, SoraError
 from ._gate import DeadlineReached, Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus, queue_wait_hint
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
@@ -81,6 +81,7 @@ class WaitState:
         "final_at",
         "last",
         "last_attempt",
+        "last_error",
         "last_sent",
         "policy",
         "polls",
@@ -106,6 +107,9 @@ class WaitState:
         """Polls answered with a snapshot."""
         self.errors = 0
         """Failed polls since the last answer."""
+        self.last_error: SoraError | None = None
+        """The error of the latest failed poll, while no answer has come since:
+        the `__cause__` of the `WaitTimeoutError` if the wait times out."""
         self.last: Task | None = None
         self.last_sent = 0.0
         self.last_attempt = -math.inf
@@ -128,6 +132,7 @@ class WaitState:
         """
         self.answers += 1
         self.errors = 0
+        self.last_error = None
         last = self.last
         changed = last is None or task.raw_status != last.raw_status or task.progress != last.progress
         if last is not None:
@@ -160,10 +165,18 @@ class WaitState:
         )
         return self._schedule(now, delay)
 
-    def after_error(self, now: float, retry: RetryPolicy) -> float | None:
-        """When to poll again after a transient failure, or None when out of time."""
+    def after_error(self, now: float, retry: RetryPolicy, error: SoraError | None = None) -> float | None:
+        """When to poll again after a transient failure, or None when out of time.
+
+        Args:
+            now: The current time.
+            retry: The backoff after failures.
+            error: The failure, kept as `last_error` until the next answer.
+        """
         delay = retry.delay(self.errors)
         self.errors += 1
+        if error is not None:
+            self.last_error = error
         return self._schedule(now, delay)
 
     def _schedule(self, now: float, delay: float) -> float | None:
@@ -179,10 +192,12 @@ class WaitState:
         return max(now, final_at)
 
     def timed_out(self, now: float) -> WaitTimeoutError:
-        """The error for a wait that gives up at `now`."""
-        return WaitTimeoutError(
+        """The error for a wait that gives up at `now`, caused by `last_error` if a poll failed last."""
+        error = WaitTimeoutError(
             self.task_id, self.last, self.timeout, elapsed=max(0.0, now - self.started), polls=self.polls
         )
+        error.__cause__ = self.last_error  # every path to a timeout, raised or handed out by a Batch
+        return error
 
 
 async def poll_step(
@@ -196,24 +211,32 @@ async def poll_step(
         pending one with None means the deadline leaves no room for another
         poll.
 
+    A `ResponseDecodeError` (an answer came, but malformed, of the wrong
+    shape or too large) counts as transient here, though a single request
+    raises it at once: a wait retries it with backoff, as it does a 503.
+
     Raises:
         WaitTimeoutError: The deadline came while the poll waited for the
-            budget, or a transient failure left no time for another try.
+            budget, or a transient failure left no time for another try. Its
+            `__cause__` is the last failure, if the last poll failed.
         SoraError: A failure that retrying cannot fix (not `retryable`).
     """
     sent = gate.now()
     try:
         task, hint = await poll(state.task_id, state.deadline)
     except DeadlineReached:  # it never left the budget: no poll to count
-        raise state.timed_out(gate.now()) from None
+        raise state.timed_out(gate.now()) from state.last_error
     except SoraError as exc:
         state.count_poll(sent)
-        if not exc.retryable:
+        if not (exc.retryable or isinstance(exc, ResponseDecodeError)):
             raise
         now = gate.now()
-        at = state.after_error(now, retry)
+        at = state.after_error(now, retry, exc)
         if at is None:
             raise state.timed_out(now) from exc
+        # Kept until the next answer (see `last_error`), without the traceback,
+        # whose finished frames would keep the response body alive meanwhile.
+        exc.with_traceback(None)
         logger.debug("poll of %s failed (%s); retry in %.2f s", state.task_id, type(exc).__name__, at - now)
         return None, False, at
     state.count_poll(sent)
@@ -263,20 +286,33 @@ def outcome_of(task: Task) -> Outcome:
     return task if task.status is TaskStatus.SUCCESS else TaskFailedError(task)
 
 
-def collect_ids(task_ids: Iterable[str], check: Callable[[str], object]) -> dict[str, int]:
-    """Validate every id up front with `check` and count repeats, in first-seen order.
+def collect_ids(
+    task_ids: Iterable[str], normalize: Callable[[str], str]
+) -> tuple[dict[str, int], dict[str, InvalidTaskIdError]]:
+    """Read every id up front: normalise it with `normalize` and count repeats.
+
+    Returns:
+        (the count of each id, in first-seen order; the error of each id
+        `normalize` refused, keyed by the id with surrounding white space
+        stripped). A refused id is counted too: it has one outcome per
+        occurrence, like any other.
 
     Raises:
         TypeError: `task_ids` is a single string, or holds a non-string.
-        ValueError: `check` refused an id.
     """
     if isinstance(task_ids, (str, bytes)):
         raise TypeError("task_ids must be an iterable of ids, not a single string")
     counts: dict[str, int] = {}
-    for task_id in task_ids:
-        check(task_id)
+    rejected: dict[str, InvalidTaskIdError] = {}
+    for given in task_ids:
+        try:
+            task_id = normalize(given)
+        except InvalidTaskIdError as exc:
+            task_id = given.strip()
+            exc.task_id = task_id
+            rejected[task_id] = exc
         counts[task_id] = counts.get(task_id, 0) + 1
-    return counts
+    return counts, rejected
 
 
 class Batch:
@@ -309,6 +345,7 @@ class Batch:
     def __init__(
         self,
         counts: dict[str, int],
+        rejected: Mapping[str, SoraError] | None = None,
         *,
         bind: Callable[[], Gate],
         poll: PollOnce,
@@ -330,7 +367,9 @@ class Batch:
         self._sequence = itertools.count()
         # Each poll running, with the wait it polls for (see `_poll_done`).
         self._inflight: dict[asyncio.Task[None], WaitState] = {}
-        self._ready: collections.deque[tuple[str, Outcome]] = collections.deque()
+        # Ids refused before any poll (`rejected`) have their outcome at once.
+        self._rejected = dict(rejected or {})
+        self._ready: collections.deque[tuple[str, Outcome]] = collections.deque(self._rejected.items())
         self._repeats: collections.deque[tuple[str, Outcome]] = collections.deque()
         self._remaining = len(counts)
         self._failure: BaseException | None = None
@@ -420,6 +459,7 @@ class Batch:
                 WaitState(task_id, self._policy, started=started, timeout=self._timeout),
             )
             for task_id in self._counts
+            if task_id not in self._rejected
         ]  # already a heap: equal times, rising sequence numbers
         return gate
 

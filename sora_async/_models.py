@@ -128,8 +128,25 @@ class Video(msgspec.Struct, frozen=True, kw_only=True):
     generations: list[Generation] = msgspec.field(default_factory=list)
 
 
+class _VideoWire(Video, frozen=True, kw_only=True):
+    """`Video` as sent: `generations` may be null or hold nulls (read as empty)."""
+
+    generations: list[Generation | None] | None = None  # type: ignore[assignment]
+
+
 # strict=False lets "854" decode as 854: upstream is not careful with types.
-_video_decoder: msgspec.json.Decoder[Video | None] = msgspec.json.Decoder(Video | None, strict=False)
+_video_decoder: msgspec.json.Decoder[_VideoWire | None] = msgspec.json.Decoder(
+    _VideoWire | None, strict=False
+)
+_VIDEO_FIELDS = Video.__struct_fields__
+
+
+def _video_from_wire(wire: _VideoWire) -> Video:
+    fields = {name: getattr(wire, name) for name in _VIDEO_FIELDS}
+    fields["generations"] = [g for g in wire.generations or () if g is not None]
+    return Video(**fields)
+
+
 NULL_PAYLOAD = msgspec.Raw(b"null")
 """The `data` of a Task without a nested payload."""
 
@@ -147,6 +164,9 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         action: The gateway's action name, "sora-video".
         notify_hook: The callback URL given at creation, if any.
         data: The nested upstream object as undecoded JSON; see `video`.
+
+    A null in any of these fields of the answer reads as "" (strings) or 0
+    (times), so a FAILURE with `"fail_reason": null` is still a FAILURE.
     """
 
     task_id: str
@@ -179,20 +199,35 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def video(self) -> Video | None:
         """The nested generation object, decoded on first access and cached.
 
+        None when the task has no nested object (`data` is null). A null in
+        any of its fields reads as that field's default: None, or `[]` for
+        `generations` (whose null entries are dropped).
+
         Raises:
-            ResponseDecodeError: The nested object has the wrong shape.
+            ResponseDecodeError: The nested object has the wrong shape; the
+                message names the first field that did not fit.
         """
         try:
-            return _video_decoder.decode(self.data)
+            wire = _video_decoder.decode(self.data)
         except msgspec.DecodeError as exc:
             raise ResponseDecodeError(
                 f"task {self.task_id}: the video object has an unexpected shape: {exc}"
             ) from None
+        except RecursionError:  # msgspec's own depth limit, not a deep Python stack
+            raise ResponseDecodeError(f"task {self.task_id}: the video object is nested too deeply") from None
+        return None if wire is None else _video_from_wire(wire)
 
     @property
     def video_url(self) -> str | None:
-        """The best playable URL of the first generation, or None."""
-        video = self.video
+        """The best playable URL of the first generation, or None. Never raises.
+
+        A convenience over `video`: when the nested object cannot be decoded,
+        this is None too; read `video` to get the `ResponseDecodeError`.
+        """
+        try:
+            video = self.video
+        except ResponseDecodeError:
+            return None
         if video is None:
             return None
         for generation in video.generations:
@@ -236,7 +271,7 @@ def queue_wait_hint(task: Task) -> float | None:
         return None
     try:
         fields = _queue_decoder.decode(task.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     wait = fields.estimated_queue_wait_time if fields is not None else None
     return wait if wait is not None and math.isfinite(wait) and wait > 0 else None

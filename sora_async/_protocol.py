@@ -24,10 +24,12 @@ from ._errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    InvalidTaskIdError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
     ServerError,
+    SoraError,
     TaskNotFoundError,
 )
 from ._models import Task, TaskStatus
@@ -39,6 +41,12 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
 # Envelope codes that mean the gateway could not reach upstream this time.
 _RETRYABLE_CODES = frozenset({"get_task_failed", "fail_to_fetch_task"})
 _MESSAGE_LIMIT = 300
+MIN_SECRET_LENGTH = 8
+"""Secrets shorter than this many characters are not scrubbed from messages.
+
+They cannot be keys worth hiding, and replacing every "t" or "e" would garble
+every message (`task_not_exist` read as `tas***_not_exist`).
+"""
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _TASKS_PREFIX = TASKS_PATH + "/"
 _REQUEST_ID = re.compile(r"\(request id: ([^)\s]+)\)")
@@ -56,8 +64,9 @@ def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> s
     """Check a base URL and return it without a trailing slash.
 
     Raises:
-        ValueError: The URL is not http(s), has no host, carries a query or
-            fragment, or is plain http to a host that is not loopback while
+        ValueError: The URL is not http(s), has no host, has a port that is
+            not 1 to 65535, carries credentials, a query or a fragment, or
+            is plain http to a host that is not loopback while
             `allow_insecure_http` is False (the key would travel in clear).
     """
     parts = urllib.parse.urlsplit(base_url.strip())
@@ -67,6 +76,13 @@ def normalize_base_url(base_url: str, *, allow_insecure_http: bool = False) -> s
         raise ValueError("base_url must not have a query string or fragment")
     if parts.username or parts.password:
         raise ValueError("base_url must not carry credentials; pass api_key instead")
+    port_text = parts.netloc.rpartition("]")[2].rpartition(":")[2] if ":" in parts.netloc else ""
+    try:
+        port = parts.port  # raises for a port that is not a number or not below 65536
+    except ValueError:
+        port = 0
+    if port == 0 or not (port_text.isascii() and (port_text.isdigit() or not port_text)):
+        raise ValueError(f"base_url has no usable port (1 to 65535), got {base_url!r}")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         raise ValueError(
             f"refusing to send the API key in clear text to {parts.hostname}: use https, "
@@ -85,23 +101,42 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def task_path(task_id: str) -> str:
-    """The quoted path of one task, after checking the id.
+def normalize_task_id(task_id: str) -> str:
+    """Strip surrounding white space from a task id and check it.
+
+    Returns:
+        The id to send and to report, without surrounding white space.
 
     Raises:
-        ValueError: The id is not a non-empty string of printable characters
-            without white space, or is longer than 256 characters.
+        TypeError: `task_id` is not a str.
+        InvalidTaskIdError: (a ValueError) The id is empty, longer than 256
+            characters, "." or "..", or holds white space or characters
+            that are not printable.
+    """
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a str, got {type(task_id).__name__}")
+    stripped = task_id.strip()
+    task_path(stripped)
+    return stripped
+
+
+def task_path(task_id: str) -> str:
+    """The quoted path of one task, after checking the id (see `normalize_task_id`).
+
+    Raises:
+        TypeError: `task_id` is not a str.
+        InvalidTaskIdError: The id cannot be sent as it is.
     """
     if _PLAIN_ID.fullmatch(task_id) if isinstance(task_id, str) else False:
         return _TASKS_PREFIX + task_id  # the common case: nothing to check or quote
     if not isinstance(task_id, str):
         raise TypeError(f"task_id must be a str, got {type(task_id).__name__}")
     if not task_id:
-        raise ValueError("task_id must not be empty")
+        raise InvalidTaskIdError("task_id must not be empty")
     if len(task_id) > MAX_TASK_ID_LENGTH:
-        raise ValueError(f"task_id is {len(task_id)} characters long; the limit is 256")
+        raise InvalidTaskIdError(f"task_id is {len(task_id)} characters long; the limit is 256")
     if task_id in (".", "..") or not task_id.isprintable() or any(c.isspace() for c in task_id):
-        raise ValueError(f"task_id {task_id!r} is not a valid task id")
+        raise InvalidTaskIdError(f"task_id {clip(repr(task_id))} is not a valid task id")
     return f"{TASKS_PATH}/{urllib.parse.quote(task_id, safe='')}"
 
 
@@ -238,7 +273,7 @@ def create_rejected_unprocessed(status_code: int, body: bytes) -> bool:
     """
     if status_code != 429:
         return False
-    return _has_error_code(body)
+    return _is_error_document(body)
 
 
 # --- responses -------------------------------------------------------------
@@ -249,54 +284,70 @@ def create_rejected_unprocessed(status_code: int, body: bytes) -> bool:
 # objects, and triggers fewer collections (measured in benchmarks/poll_cpu.py).
 
 
+# Every optional field accepts null, read as its empty value ("" or 0): a
+# null `fail_reason` must not hide a FAILURE. Fields nobody reads (the
+# envelope's `message`) are not declared, so msgspec skips them unchecked.
+
+
 class _TaskWire(msgspec.Struct, kw_only=True, gc=False):
     """The task object as sent; the nested upstream object stays raw."""
 
     task_id: str
-    status: str = ""
-    progress: str = ""
-    fail_reason: str = ""
-    submit_time: int = 0
-    start_time: int = 0
-    finish_time: int = 0
-    action: str = ""
-    notify_hook: str = ""
+    status: str | None = ""
+    progress: str | float | None = ""  # a bare number (50) means percent, as in "50%"
+    fail_reason: str | None = ""
+    submit_time: int | None = 0
+    start_time: int | None = 0
+    finish_time: int | None = 0
+    action: str | None = ""
+    notify_hook: str | None = ""
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _TaskEnvelope(msgspec.Struct, gc=False):
-    code: str | None = None
-    message: str = ""
-    data: _TaskWire | None = None
+class _TaskEnvelope(msgspec.Struct, kw_only=True, gc=False):
+    """The query answer. Both fields are required, so `{}` is reported as what it lacks."""
+
+    code: str | None
+    data: _TaskWire | None
 
 
-class _CreateBody(msgspec.Struct):
+class _CreateBody(msgspec.Struct, kw_only=True):
     """Any of the create answers: an envelope, or an object with an id."""
 
     code: str | None = None
-    message: str = ""
     data: str | dict[str, Any] | None = None
     id: str | None = None
     task_id: str | None = None
 
 
-class _GatewayError(msgspec.Struct):
-    message: str | None = None
-    type: str | None = None
-    code: str | int | None = None
-
-
 class _ErrorBody(msgspec.Struct):
-    """Both error shapes: the envelope's code/message, or OpenAI's `error`."""
+    """Both error shapes, read leniently: the envelope's code/message, or OpenAI's `error`.
 
-    code: str | int | None = None
-    message: str | None = None
-    error: _GatewayError | str | None = None
+    Any JSON value is accepted in each field, and what is not a string (or
+    an integer code) is ignored, so that an odd field cannot hide the code.
+    """
+
+    code: Any = None
+    message: Any = None
+    error: Any = None
 
 
 _task_decoder = msgspec.json.Decoder(_TaskEnvelope, strict=False)
 _create_decoder = msgspec.json.Decoder(_CreateBody, strict=False)
 _error_decoder = msgspec.json.Decoder(_ErrorBody, strict=False)
+_json_checker = msgspec.json.Decoder(msgspec.Raw)  # checks the syntax, builds nothing
+
+_EXPECTED_SHAPES = {
+    "task": '{"code": "success", "data": {"task_id": "...", "status": "...", ...}}',
+    "create": '{"code": "success", "data": "<task id>"}, or an object with "id" or "task_id"',
+}
+_CLASS_BY_CODE: Mapping[str, type[APIError]] = {
+    "quota_not_enough": PermissionDeniedError,
+    "task_not_exist": TaskNotFoundError,
+    "invalid_request": BadRequestError,
+}
+KNOWN_ERROR_CODES = frozenset(_CLASS_BY_CODE) | _RETRYABLE_CODES
+"""The error codes that choose an error class (see `error_from_response`)."""
 
 
 def parse_task_response(
@@ -312,28 +363,41 @@ def parse_task_response(
 
     Raises:
         APIError: A subclass chosen from the status and the body's code.
-        ResponseDecodeError: A 200 whose body is not a task envelope.
+        ResponseDecodeError: A 2xx whose body is not a task envelope: not
+            JSON, or JSON of another shape (no `code`, a `task_id` that is
+            missing or null, `data` null...). The message gives the content
+            type, the size and the first field that did not fit.
     """
     envelope = _decode_answer(_task_decoder, "task", status_code, headers, body, secret)
     if envelope.code != "success":
-        raise error_from_response(status_code, headers, body, secret=secret)
+        raise _not_success(envelope.code, "task", status_code, headers, body, secret)
     wire = envelope.data
     if wire is None:
-        raise ResponseDecodeError("the task answer has no task object (data is null)")
+        raise _decode_failure("task", headers, body, "Expected `object`, got `null` - at `$.data`", secret)
+    status = wire.status or ""
     return Task(
         task_id=wire.task_id,
-        status=TaskStatus.parse(wire.status),
-        raw_status=wire.status,
-        progress=wire.progress,
-        fail_reason=wire.fail_reason,
-        submit_time=wire.submit_time,
-        start_time=wire.start_time,
-        finish_time=wire.finish_time,
-        action=wire.action,
-        notify_hook=wire.notify_hook,
+        status=TaskStatus.parse(status),
+        raw_status=status,
+        progress=_progress_text(wire.progress),
+        fail_reason=wire.fail_reason or "",
+        submit_time=wire.submit_time or 0,
+        start_time=wire.start_time or 0,
+        finish_time=wire.finish_time or 0,
+        action=wire.action or "",
+        notify_hook=wire.notify_hook or "",
         # copy() detaches the slice, so the Task does not pin the whole body.
         data=wire.data.copy(),
     )
+
+
+def _progress_text(progress: str | float | None) -> str:
+    """The progress string: as sent, "" for null, and "50%" for a bare number 50."""
+    if isinstance(progress, str):
+        return progress
+    if progress is None or not math.isfinite(progress):
+        return ""
+    return f"{progress:g}%"
 
 
 def parse_create_response(
@@ -343,15 +407,17 @@ def parse_create_response(
 
     The shapes are `{"code": "success", "data": "task_..."}`,
     `{"code": "success", "data": {"task_id" or "id": ...}}`, and a bare
-    object with `id` and/or `task_id`.
+    object with `id` and/or `task_id`. A null field counts as absent.
 
     Raises:
         APIError: The answer is an error.
-        ResponseDecodeError: A success answer that names no task id.
+        ResponseDecodeError: A 2xx answer that is not JSON, is JSON of
+            another shape, or names no task id; the message gives the
+            content type, the size and what did not fit.
     """
     answer = _decode_answer(_create_decoder, "create", status_code, headers, body, secret)
     if answer.code is not None and answer.code != "success":
-        raise error_from_response(status_code, headers, body, secret=secret)
+        raise _not_success(answer.code, "create", status_code, headers, body, secret)
     candidates: list[object] = [answer.task_id, answer.id]
     if isinstance(answer.data, str):
         candidates.insert(0, answer.data)
@@ -360,7 +426,15 @@ def parse_create_response(
     for candidate in candidates:
         if isinstance(candidate, str) and candidate.strip():
             return candidate
-    raise ResponseDecodeError("the create answer names no task id")
+    if _is_error_document(body):  # {"error": {...}} with a 2xx status
+        raise error_from_response(status_code, headers, body, secret=secret)
+    raise _decode_failure(
+        "create",
+        headers,
+        body,
+        "no task id at `$.data`, `$.data.task_id`, `$.data.id`, `$.task_id` or `$.id`",
+        secret,
+    )
 
 
 def error_from_response(
@@ -371,55 +445,63 @@ def error_from_response(
     Works for the gateway envelope (`code`/`message`), the OpenAI-style
     `{"error": {...}}` body, and bodies that are not JSON at all (an HTML
     error page, an empty 502).
+
+    The class is chosen from the status and the code exactly as the server
+    sent them; only then is `secret` scrubbed from the message and the
+    request id. The `code` attribute is the server's code as sent, except
+    that a code carrying `secret` (the key echoed back) has it replaced by
+    "***", and one over 300 characters (no real code) is clipped.
     """
-    code: str | None = None
-    message: str | None = None
-    try:
-        parsed = _error_decoder.decode(body)
-    except msgspec.DecodeError:
-        parsed = None
-    if parsed is not None:
-        if isinstance(parsed.error, _GatewayError):
-            message = parsed.error.message
-            raw_code = parsed.error.code or parsed.error.type  # code is often ""
-            code = None if raw_code is None else str(raw_code)
-        elif isinstance(parsed.error, str):
-            message = parsed.error
-        if code is None and parsed.code is not None:
-            code = str(parsed.code)
-        if message is None:
-            message = parsed.message
+    code, message = _error_fields(body)
     if not message:
         message = _describe_body(headers, body, status_code)
     request_id = _request_id(headers, message)
+    cls, retryable = _error_class(status_code, code)
+    if cls is APIError and 300 <= status_code < 400:
+        location = header(headers, "Location")
+        message = f"unexpected redirect{f' to {location}' if location else ''}; check base_url"
     message = clip(message, secret)
-    if code is not None:
-        code = clip(code, secret)
-    kwargs: dict[str, Any] = {"status_code": status_code, "code": code, "request_id": request_id}
-
-    if status_code == 429:
+    kwargs: dict[str, Any] = {
+        "status_code": status_code,
+        "code": _scrub_code(code, secret),
+        "request_id": None if request_id is None else clip(request_id, secret),
+    }
+    if cls is RateLimitError:
         return RateLimitError(
             message, retry_after=parse_retry_after(header(headers, "Retry-After")), **kwargs
         )
+    if retryable is not None:
+        kwargs["retryable"] = retryable
+    return cls(message, **kwargs)
+
+
+def _error_class(status_code: int, code: str | None) -> tuple[type[APIError], bool | None]:
+    """The class for an error answer, and its retryability where it differs from the class's."""
+    if status_code == 429:
+        return RateLimitError, None
     if status_code == 401:
-        return AuthenticationError(message, **kwargs)
-    if status_code == 403 or code == "quota_not_enough":
-        return PermissionDeniedError(message, **kwargs)
-    if code == "task_not_exist":
-        return TaskNotFoundError(message, **kwargs)
-    if code == "invalid_request":
-        return BadRequestError(message, **kwargs)
+        return AuthenticationError, None
+    if status_code == 403:
+        return PermissionDeniedError, None
+    by_code = None if code is None else _CLASS_BY_CODE.get(code)
+    if by_code is not None:
+        return by_code, None
     if status_code >= 500:
-        return ServerError(message, retryable=status_code in RETRYABLE_STATUSES, **kwargs)
+        return ServerError, status_code in RETRYABLE_STATUSES
     if code in _RETRYABLE_CODES:
-        return ServerError(message, retryable=True, **kwargs)
+        return ServerError, True
     if 400 <= status_code < 500:
-        return BadRequestError(message, **kwargs)
-    if 300 <= status_code < 400:
-        location = header(headers, "Location") or ""
-        where = f" to {clip(location, secret)}" if location else ""
-        return APIError(f"unexpected redirect{where}; check base_url", **kwargs)
-    return APIError(message, **kwargs)
+        return BadRequestError, None
+    return APIError, None
+
+
+def _scrub_code(code: str | None, secret: str | None) -> str | None:
+    """The server's code as sent, unless it echoes `secret` or is too long to be a code."""
+    if code is None:
+        return None
+    if secret is not None and len(secret) >= MIN_SECRET_LENGTH:
+        code = code.replace(secret, "***")
+    return code if len(code) <= _MESSAGE_LIMIT else code[: _MESSAGE_LIMIT - 3] + "..."
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -464,8 +546,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def clip(text: str, secret: str | None = None) -> str:
-    """Shorten a server-supplied string for a message, scrubbing `secret`."""
-    if secret:
+    """Shorten a server-supplied string for a message, scrubbing `secret`.
+
+    White space runs become one space, and text over 300 characters is cut.
+    `secret` is replaced by "***" when it has at least `MIN_SECRET_LENGTH`
+    characters; a shorter one is left alone (see there).
+    """
+    if secret is not None and len(secret) >= MIN_SECRET_LENGTH:
         text = text.replace(secret, "***")
     text = " ".join(text.split())
     if len(text) > _MESSAGE_LIMIT:
@@ -473,13 +560,50 @@ def clip(text: str, secret: str | None = None) -> str:
     return text
 
 
-def _has_error_code(body: bytes) -> bool:
-    """Whether a body that failed to decode still carries an error code."""
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """The (code, message) an error body carries, each None when absent or unreadable."""
     try:
         parsed = _error_decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        return None, None
+    code: str | None = None
+    message: str | None = None
+    error = parsed.error
+    if isinstance(error, dict):
+        message = _text(error.get("message"))
+        code = _code_text(error.get("code")) or _code_text(error.get("type"))  # code is often ""
+    elif isinstance(error, str):
+        message = error
+    if code is None:
+        code = _code_text(parsed.code)
+    if message is None:
+        message = _text(parsed.message)
+    return code, message
+
+
+def _is_error_document(body: bytes) -> bool:
+    """Whether a body is an error document: an `error` member, or a `code` other than "success"."""
+    try:
+        parsed = _error_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
         return False
-    return parsed.error is not None or (parsed.code is not None and parsed.code != "success")
+    if isinstance(parsed.error, dict) or (isinstance(parsed.error, str) and parsed.error):
+        return True
+    code = _code_text(parsed.code)
+    return bool(code) and code != "success"
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _code_text(value: object) -> str | None:
+    """A code as text: a string as is, an integer (not a bool) in decimal, else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # msgspec refuses integers too long to print
+    return None
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -503,10 +627,50 @@ def _request_id(headers: Mapping[str, str], message: str) -> str | None:
 
 
 def _describe_body(headers: Mapping[str, str], body: bytes, status_code: int) -> str:
-    content_type = header(headers, "Content-Type") or "no content type"
+    """What an error answer without a message was: empty, not JSON, or JSON without one."""
     if not body:
         return f"HTTP {status_code} with an empty body"
-    return f"HTTP {status_code} with a non-JSON body ({clip(content_type)}, {len(body)} bytes)"
+    kind = "a non-JSON body" if _json_problem(body) else "a JSON body with no error message"
+    return f"HTTP {status_code} with {kind} ({_describe_content(headers, body)})"
+
+
+def _json_problem(body: bytes) -> str | None:
+    """Why `body` cannot be read as JSON at all, or None when it can."""
+    try:
+        _json_checker.decode(body)
+    except msgspec.DecodeError as exc:
+        return f"not JSON ({exc})"
+    except RecursionError:  # msgspec's own depth limit, not a deep Python stack
+        return "JSON nested too deeply"
+    return None
+
+
+def _describe_content(headers: Mapping[str, str], body: bytes) -> str:
+    content_type = header(headers, "Content-Type") or "no content type"
+    return f"{clip(content_type)[:100]}, {len(body)} bytes"
+
+
+def _decode_failure(
+    what: str, headers: Mapping[str, str], body: bytes, problem: str, secret: str | None
+) -> ResponseDecodeError:
+    """The error for a 2xx `what` answer that cannot be read: what came, and what was expected."""
+    return ResponseDecodeError(
+        clip(
+            f"the {what} answer is not the expected JSON ({_describe_content(headers, body)}): "
+            f"{problem}; expected {_EXPECTED_SHAPES[what]}",
+            secret,
+        )
+    )
+
+
+def _not_success(
+    code: str | None, what: str, status_code: int, headers: Mapping[str, str], body: bytes, secret: str | None
+) -> SoraError:
+    """The error for a 2xx answer whose `code` is not "success": the error it carries, or a decode error."""
+    if _is_error_document(body):
+        return error_from_response(status_code, headers, body, secret=secret)
+    got = "null" if code is None else repr(code)
+    return _decode_failure(what, headers, body, f'Expected `"success"`, got `{got}` - at `$.code`', secret)
 
 
 def _decode_answer(
@@ -522,9 +686,12 @@ def _decode_answer(
         raise error_from_response(status_code, headers, body, secret=secret)
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        if _has_error_code(body):
+    except msgspec.ValidationError as exc:  # found before the end of the body, which may be broken
+        if _is_error_document(body):
             raise error_from_response(status_code, headers, body, secret=secret) from None
-        raise ResponseDecodeError(
-            f"the {what} answer is not the expected JSON ({len(body)} bytes): {clip(str(exc), secret)}"
-        ) from None
+        problem = _json_problem(body)
+        raise _decode_failure(what, headers, body, problem or str(exc), secret) from None
+    except msgspec.DecodeError as exc:
+        raise _decode_failure(what, headers, body, f"not JSON ({exc})", secret) from None
+    except RecursionError:  # msgspec's own depth limit, not a deep Python stack
+        raise _decode_failure(what, headers, body, "JSON nested too deeply", secret) from None

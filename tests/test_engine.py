@@ -41,6 +41,7 @@ from sora_async._errors import (
 )
 from sora_async._gate import DeadlineReached, Gate
 from sora_async._outcomes import Outcome, TaskFailedError, WaitTimeoutError
+from sora_async._protocol import normalize_task_id
 
 # A virtual clock as fine as asyncio's own (1 ns): looptime before 0.9 (the newest on
 # Python 3.10) freezes when a timer is due less than half a tick ahead of its clock.
@@ -168,8 +169,10 @@ def make_batch(
     retry: RetryPolicy = RETRY,
 ) -> Batch:
     """A batch built as `SoraClient.as_completed` builds it, on `gate` and `fake`."""
+    counts, rejected = collect_ids(task_ids, normalize_task_id)
     return Batch(
-        collect_ids(task_ids, lambda _: None),
+        counts,
+        rejected,
         bind=lambda: gate,
         poll=fake,
         retry=retry,
@@ -850,3 +853,126 @@ def test_random_callers_never_wait_past_their_deadline(
         loop.close()
     assert budget.tokens >= 0
     assert (budget.queued, budget.in_flight) == (0, 0)  # nothing owed once everyone is done
+
+
+# --- 8. malformed answers during a wait are transient ------------------------------------------
+
+import weakref  # noqa: E402 - this section was appended
+
+from sora_async._engine import WaitState, poll_step  # noqa: E402
+from sora_async._errors import ResponseDecodeError  # noqa: E402
+
+
+def malformed() -> ResponseDecodeError:
+    """What a poll raises when the answer came but its body was not a task envelope."""
+    return ResponseDecodeError("the task answer is not the expected JSON (application/json, 2 bytes)")
+
+
+async def test_malformed_answer_then_good_answer_succeeds() -> None:
+    """A malformed answer is retried after 0.25 s like a 503; the SUCCESS that follows ends the wait."""
+    loop = asyncio.get_running_loop()
+    gate = Gate(loop)
+    fake = FakeApi(
+        gate, Budget(), lambda tid, poll: malformed() if poll == 1 else snapshot(tid, TaskStatus.SUCCESS)
+    )
+    seen = await wait_for_one(fake, policy=steady(1.0), timeout=5.0)
+    assert [task.status for task in seen] == [TaskStatus.SUCCESS]
+    assert fake.times("t1") == [at(0.0), at(0.25)]
+
+
+async def test_malformed_answers_until_the_deadline_time_out_with_the_last_as_cause() -> None:
+    """Only malformed answers: retried at 0.25, 0.75, 1.75, 3.75, 4.5 s; the timeout's cause is the last."""
+    loop = asyncio.get_running_loop()
+    gate = Gate(loop)
+    fake = FakeApi(gate, Budget(), lambda *_: malformed())
+    with pytest.raises(WaitTimeoutError) as info:
+        await wait_for_one(fake, policy=steady(1.0), timeout=5.0)
+    assert fake.times("t1") == [at(0.0), at(0.25), at(0.75), at(1.75), at(3.75), at(4.5)]
+    assert isinstance(info.value.__cause__, ResponseDecodeError)
+    assert info.value.__cause__ is fake.raised[-1]
+
+
+async def test_deadline_reached_in_the_budget_keeps_the_last_error_as_cause() -> None:
+    """A 429 pausing the client 60 s: the retry waits in the budget until 5 s; the cause is the 429."""
+    loop = asyncio.get_running_loop()
+    gate = Gate(loop)
+    fake = FakeApi(gate, Budget(), lambda *_: RateLimitError("slow down", retry_after=60.0))
+    with pytest.raises(WaitTimeoutError) as info:
+        await wait_for_one(fake, policy=steady(1.0), timeout=5.0)
+    assert loop.time() == at(5.0)
+    assert info.value.polls == 1
+    assert info.value.__cause__ is fake.raised[0]
+
+
+async def test_an_answer_clears_the_cause_of_a_later_timeout() -> None:
+    """A malformed answer followed by pending answers until the deadline: the timeout has no cause."""
+    loop = asyncio.get_running_loop()
+    gate = Gate(loop)
+    fake = FakeApi(gate, Budget(), lambda tid, poll: malformed() if poll == 1 else snapshot(tid))
+    with pytest.raises(WaitTimeoutError) as info:
+        await wait_for_one(fake, policy=steady(1.0), timeout=3.0)
+    assert fake.counts["t1"] > 2
+    assert info.value.__cause__ is None
+
+
+async def test_batch_retries_malformed_answers_and_times_out_with_the_last_as_cause() -> None:
+    """In a batch, "bad" (always malformed) times out from its last decode error; "ok" recovers to SUCCESS."""
+    gate = Gate(asyncio.get_running_loop())
+
+    def script(task_id: str, poll: int) -> Answer:
+        if task_id == "bad" or poll == 1:
+            return malformed()
+        return snapshot(task_id, TaskStatus.SUCCESS)
+
+    fake = FakeApi(gate, Budget(), script)
+    results = {
+        tid: outcome for tid, outcome, _ in await collect(make_batch(["bad", "ok"], gate, fake, timeout=3.0))
+    }
+    assert isinstance(results["ok"], Task)
+    timeout = results["bad"]
+    assert isinstance(timeout, WaitTimeoutError)
+    assert isinstance(timeout.__cause__, ResponseDecodeError)
+    assert timeout.__cause__ is [e for e in fake.raised if isinstance(e, ResponseDecodeError)][-1]
+    assert fake.counts["bad"] > 3
+
+
+async def test_batch_timeout_while_waiting_for_a_slot_keeps_the_last_error_as_cause() -> None:
+    """concurrency=1, 1 s polls, timeout=2.5, always malformed: each id's timeout names its own last error."""
+    loop = asyncio.get_running_loop()
+    gate = Gate(loop)
+    fake = FakeApi(gate, Budget(), lambda *_: malformed(), latency=1.0)
+    batch = make_batch(["a", "b"], gate, fake, concurrency=1, timeout=2.5)
+    results = {tid: outcome for tid, outcome, _ in await collect(batch)}
+    assert fake.counts == {"a": 2, "b": 1}
+    # "a" was polled again at 2 s, and cut at the deadline; "b" waited for the slot until then.
+    a, b = results["a"], results["b"]
+    assert isinstance(a, WaitTimeoutError)
+    assert isinstance(a.__cause__, APITimeoutError)
+    assert isinstance(b, WaitTimeoutError)
+    assert isinstance(b.__cause__, ResponseDecodeError)
+    assert b.__cause__ is fake.raised[1]
+    assert loop.time() <= 2.5 + EXACT
+
+
+async def test_a_failed_poll_kept_as_cause_does_not_keep_its_body_alive() -> None:
+    """The error kept for a later timeout's cause holds no frames: the body its poll read is freed."""
+    gate = Gate(asyncio.get_running_loop())
+
+    class Body:
+        """A response body that can be watched for being freed."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    bodies: list[weakref.ref[Body]] = []
+
+    async def poll(task_id: str, deadline: float | None) -> tuple[Task, float | None]:
+        body = Body(b"<html>" * 1000)
+        bodies.append(weakref.ref(body))
+        raise malformed()
+
+    state = WaitState("t1", steady(1.0), started=0.0, timeout=10.0)
+    task, _, when = await poll_step(state, gate, poll, RETRY)
+    assert (task, when) == (None, at(0.25))
+    assert isinstance(state.last_error, ResponseDecodeError)
+    assert bodies[0]() is None

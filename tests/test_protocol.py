@@ -6,6 +6,7 @@ import ast
 import json
 import pathlib
 
+import msgspec
 import pytest
 
 from sora_async import (
@@ -17,10 +18,15 @@ from sora_async import (
     RateLimitError,
     ResponseDecodeError,
     ServerError,
+    Task,
     TaskNotFoundError,
+    TaskStatus,
 )
 from sora_async._protocol import (
+    MIN_SECRET_LENGTH,
+    _TaskWire,
     build_create_body,
+    clip,
     create_rejected_unprocessed,
     error_from_response,
     normalize_base_url,
@@ -29,6 +35,8 @@ from sora_async._protocol import (
     parse_task_response,
     task_path,
 )
+
+from .conftest import envelope
 
 PURE_MODULES = ["_protocol.py", "_policy.py", "_models.py", "_errors.py"]
 
@@ -357,3 +365,190 @@ def test_retry_after(value: str | None, expected: float | None) -> None:
     """Retry-After reads delta-seconds and all three HTTP-date forms; zero, past and garbage give None."""
     now = 1445412450.0  # 2015-10-21 07:27:30 GMT
     assert parse_retry_after(value, now=now) == expected
+
+
+# --- null in the task object ------------------------------------------------------
+
+FULL_TASK: dict[str, object] = {
+    "task_id": "task_01abc",
+    "status": "FAILURE",
+    "progress": "100%",
+    "fail_reason": "moderation",
+    "submit_time": 1736867805,
+    "start_time": 1736867806,
+    "finish_time": 1736867860,
+    "action": "sora-video",
+    "notify_hook": "https://me.example/hook",
+    "data": {"id": "v"},
+}
+OPTIONAL_TASK_FIELDS = [name for name in _TaskWire.__struct_fields__ if name != "task_id"]
+
+
+def test_full_task_sets_every_wire_field() -> None:
+    """The base object of the null tests gives every wire field a value other than its default."""
+    assert set(FULL_TASK) == set(_TaskWire.__struct_fields__)
+    task = parse_task_response(200, {}, json.dumps({"code": "success", "data": FULL_TASK}).encode())
+    empty = Task(task_id="", status=TaskStatus.UNKNOWN)
+    for name in OPTIONAL_TASK_FIELDS:
+        field = "raw_status" if name == "status" else name
+        assert getattr(task, field) != getattr(empty, field), name
+
+
+@pytest.mark.parametrize("name", OPTIONAL_TASK_FIELDS)
+def test_null_in_any_task_field_reads_as_empty(name: str) -> None:
+    """null in any optional field of the task object reads as "" or 0 (data: no nested object)."""
+    task_object = {**FULL_TASK, name: None}
+    task = parse_task_response(200, {}, json.dumps({"code": "success", "data": task_object}).encode())
+    field = "raw_status" if name == "status" else name
+    default = next(f.default for f in msgspec.structs.fields(Task) if f.name == field)
+    assert getattr(task, field) == default
+    assert type(getattr(task, field)) is type(default)
+    for other in OPTIONAL_TASK_FIELDS:  # the other fields are untouched
+        if other not in (name, "status", "data"):
+            assert getattr(task, other) == FULL_TASK[other]
+    if name == "status":
+        assert task.status is TaskStatus.UNKNOWN
+        assert not task.is_terminal
+
+
+def test_null_everywhere_still_gives_a_task() -> None:
+    """A task object whose optional fields are all null decodes, with every field empty."""
+    task_object = dict.fromkeys(OPTIONAL_TASK_FIELDS) | {"task_id": "t1"}
+    body = json.dumps({"code": "success", "message": None, "data": task_object}).encode()
+    assert parse_task_response(200, {}, body) == Task(task_id="t1", status=TaskStatus.UNKNOWN)
+
+
+def test_failure_with_null_reason_is_a_failure() -> None:
+    """A FAILURE with "fail_reason": null decodes as a final FAILURE with an empty reason."""
+    task = parse_task_response(200, {}, envelope(status="FAILURE", fail_reason=None, progress=None))
+    assert task.status is TaskStatus.FAILURE
+    assert task.is_terminal
+    assert task.fail_reason == ""
+    assert task.percent is None
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"code":"success","data":{"task_id":null,"status":"SUCCESS"}}', "$.data.task_id"),
+        (b'{"code":"success","data":{"status":"SUCCESS"}}', "missing required field `task_id`"),
+        (b'{"code":"success","data":{"task_id":7}}', "$.data.task_id"),
+    ],
+)
+def test_task_id_null_or_missing_is_a_decode_error(body: bytes, where: str) -> None:
+    """A success answer whose task_id is null, missing or not a string is a ResponseDecodeError."""
+    with pytest.raises(ResponseDecodeError) as caught:
+        parse_task_response(200, {}, body)
+    assert where in str(caught.value)
+
+
+CREATE_NULLS = [
+    (b'{"code":"success","message":null,"data":"task_1"}', "task_1"),
+    (b'{"code":null,"data":"task_1"}', "task_1"),
+    (b'{"code":"success","data":{"task_id":null,"id":"task_1"}}', "task_1"),
+    (b'{"id":null,"task_id":"task_1","data":null}', "task_1"),
+    (b'{"id":"task_1","task_id":null,"message":null}', "task_1"),
+]
+
+
+@pytest.mark.parametrize(("body", "task_id"), CREATE_NULLS)
+def test_create_answer_nulls_count_as_absent(body: bytes, task_id: str) -> None:
+    """null in any field of a create answer counts as absent; the id is found where it is given."""
+    assert parse_create_response(200, {}, body) == task_id
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"code":"success","data":null}',
+        b'{"code":"success","data":{"task_id":null,"id":null}}',
+        b'{"id":null,"task_id":null}',
+    ],
+)
+def test_create_answer_with_only_null_ids_is_a_decode_error(body: bytes) -> None:
+    """A success create answer whose every id is null names no task: ResponseDecodeError."""
+    with pytest.raises(ResponseDecodeError, match="no task id"):
+        parse_create_response(200, {}, body)
+
+
+# --- scrubbing the key after classification ---------------------------------------------
+
+
+def test_short_secrets_are_not_scrubbed() -> None:
+    """A secret shorter than MIN_SECRET_LENGTH leaves text alone; one of that length is replaced."""
+    assert MIN_SECRET_LENGTH == 8
+    assert clip("text/plain task_not_exist", "t") == "text/plain task_not_exist"
+    assert clip("text/plain task_not_exist", "t" * 7) == "text/plain task_not_exist"
+    assert clip("the key sk-abcde is bad", "sk-abcde") == "the key *** is bad"
+
+
+def test_code_is_kept_and_classified_with_a_one_character_key() -> None:
+    """With the key "t", task_not_exist stays TaskNotFoundError, code and message intact."""
+    body = b'{"code":"task_not_exist","message":"task_not_exist","data":null}'
+    error = error_from_response(400, {"Content-Type": "text/plain"}, body, secret="t")
+    assert type(error) is TaskNotFoundError
+    assert error.code == "task_not_exist"
+    assert error.message == "task_not_exist"
+
+
+def test_code_is_classified_before_a_long_key_is_scrubbed() -> None:
+    """A key inside a known code does not change the class; the message loses the key."""
+    body = b'{"code":"fail_to_fetch_task","message":"fail_to_fetch_task","data":null}'
+    error = error_from_response(200, {}, body, secret="fail_to_fetch")
+    assert type(error) is ServerError
+    assert error.retryable
+    assert "fail_to_fetch" not in error.message
+
+
+def test_code_echoing_the_key_is_scrubbed_from_code_only_there() -> None:
+    """A code that echoes the key (8+ characters) is kept but for the key; no text shows it."""
+    key = "sk-0123456789"
+    body = json.dumps({"error": {"message": f"bad {key}", "type": "t", "code": f"key_{key}"}}).encode()
+    error = error_from_response(401, {"x-request-id": key}, body, secret=key)
+    assert type(error) is AuthenticationError
+    assert error.code == "key_***"
+    assert key not in str(error)
+    assert key not in repr(error)
+
+
+def test_long_code_is_kept_exactly_up_to_the_limit() -> None:
+    """The code attribute is the server's code as sent, spaces included, until it is too long to be one."""
+    body = json.dumps({"code": "odd  code\tx", "message": "m", "data": None}).encode()
+    assert error_from_response(400, {}, body).code == "odd  code\tx"
+    long_body = json.dumps({"code": "c" * 1000, "message": "m", "data": None}).encode()
+    code = error_from_response(400, {}, long_body).code
+    assert code is not None
+    assert len(code) == 300
+
+
+@pytest.mark.parametrize(
+    ("body", "cls", "code"),
+    [
+        (b'{"code":"task_not_exist","message":5,"data":null}', TaskNotFoundError, "task_not_exist"),
+        (b'{"code":"task_not_exist","message":{"x":1}}', TaskNotFoundError, "task_not_exist"),
+        (
+            b'{"error":{"message":["x"],"type":"t","code":"invalid_request"}}',
+            BadRequestError,
+            "invalid_request",
+        ),
+        (b'{"error":{"message":"m","code":1234}}', BadRequestError, "1234"),
+        (b'{"error":{"message":"m","code":true,"type":"x"}}', BadRequestError, "x"),
+        (b'{"code":1e400}', BadRequestError, None),
+    ],
+)
+def test_odd_fields_do_not_hide_the_code(body: bytes, cls: type[APIError], code: str | None) -> None:
+    """A message or code of an odd type does not hide the code that chooses the class."""
+    error = error_from_response(400, {}, body)
+    assert type(error) is cls
+    assert error.code == code
+
+
+@pytest.mark.parametrize(
+    ("sent", "progress", "percent"), [(b"50", "50%", 50.0), (b"12.5", "12.5%", 12.5), (b"0", "0%", 0.0)]
+)
+def test_a_bare_number_as_progress_means_percent(sent: bytes, progress: str, percent: float) -> None:
+    """Some deployments send progress as a number (50); its meaning is clear, so it reads as "50%"."""
+    body = b'{"code":"success","data":{"task_id":"task_1","status":"IN_PROGRESS","progress":%s}}' % sent
+    task = parse_task_response(200, {}, body)
+    assert task.progress == progress
+    assert task.percent == percent
