@@ -337,7 +337,11 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False, hint: s
     """Refuse a bool, a non-number, NaN, infinity, a negative number, and 0 unless allowed."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: 10**400
+        finite = False
+    if not (finite and (value >= 0 if allow_zero else value > 0)):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}{hint}; got {value!r}")
 

@@ -13,6 +13,7 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     ├── APIConnectionError        no usable answer: refused, reset, truncated
     │   └── APITimeoutError       a request or a call ran out of time (also a TimeoutError)
     ├── ResponseDecodeError       the body is not JSON, or not the expected shape
+    ├── InvalidTaskIdError        a task id that cannot be sent (also a ValueError)
     ├── TaskFailedError           the task ended in FAILURE              (_outcomes)
     ├── WaitTimeoutError          a wait's deadline passed first         (_outcomes)
     ├── ClientClosedError         the client was closed (also a RuntimeError)
@@ -21,9 +22,13 @@ Every exception the SDK raises on purpose derives from `SoraError`::
         └── URLExpiredError       the CDN refused the signed URL (403): fetch the task again
 
 Each error has `retryable`: whether sending the same request again may
-succeed. Messages are built from what the server said, clipped, and never
-contain the API key. The two errors that carry a `Task` live in `_outcomes`,
-above `_models`, so that this module depends on nothing.
+succeed, and `task_id`: the task it concerns when one is known. An error
+raised after a create (by `generate`) always names the task it created, so a
+billed task is never lost. Every error survives `pickle` with its public
+attributes, so it can cross a process pool or a job queue. Messages are
+built from what the server said, clipped, and never contain the API key.
+The two errors that carry a `Task` live in `_outcomes`, above `_models`, so
+that this module depends on nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "ClientClosedError",
     "DownloadError",
     "EventLoopMismatchError",
+    "InvalidTaskIdError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
@@ -48,9 +54,20 @@ __all__ = [
 
 
 class SoraError(Exception):
-    """Base class of every error raised by sora_async."""
+    """Base class of every error raised by sora_async.
+
+    Attributes:
+        message: What went wrong, without the API key.
+        retryable: Whether sending the same request again may succeed.
+        task_id: The task this error concerns, when one is known. Every
+            error `generate` raises after its create has succeeded carries
+            the created task's id: the task exists and is billed, so wait
+            for it again (or download it) by this id instead of creating
+            another.
+    """
 
     retryable: bool = False
+    task_id: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -61,6 +78,19 @@ class SoraError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception pickles as cls(*args), which cannot pass the keyword-only
+        # arguments of the subclasses; rebuild from the attributes instead.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[SoraError], state: dict[str, object]) -> SoraError:
+    """Recreate a pickled error: the same class and attributes, no `__init__` run."""
+    error = cls.__new__(cls)
+    error.args = (state.get("message", ""),)
+    error.__dict__.update(state)
+    return error
 
 
 class APIError(SoraError):
@@ -153,8 +183,19 @@ class APIConnectionError(SoraError):
     """No usable answer arrived: the connection failed, reset or was cut short.
 
     Attributes:
-        request_sent: False when the failure happened before any byte of the
-            request left this machine, so resending cannot duplicate work.
+        request_sent: True only when bytes of the request were written to a
+            connection, so the server may have acted on it.
+
+            For a create this decides what to do next. False (the connection
+            was refused, no connection came free before the deadline, the
+            request budget never admitted it): nothing was sent and no task
+            exists, so creating again cannot pay twice. True (a timeout or a
+            reset after sending): a task may exist and be billed, and the
+            answer naming it is lost; creating again may pay twice, so look
+            for the task first (the gateway has no route that lists tasks,
+            PROTOCOL.md; CometAPI's console shows them) or accept the risk.
+            For reads (`get_task`, waits) it does not matter: they are safe
+            to resend, and the SDK does.
     """
 
     retryable = True
@@ -173,6 +214,14 @@ class APITimeoutError(APIConnectionError, TimeoutError):
 
 class ResponseDecodeError(SoraError):
     """The body is not JSON, is too large, or does not have the expected shape."""
+
+
+class InvalidTaskIdError(SoraError, ValueError):
+    """A task id that cannot be sent: empty, too long, or with white space or control characters.
+
+    Also a `ValueError`. Nothing is sent for such an id. In a batch it is
+    that id's outcome, and the other ids are waited for as usual.
+    """
 
 
 class ClientClosedError(SoraError, RuntimeError):
@@ -202,9 +251,12 @@ class EventLoopMismatchError(SoraError, RuntimeError):
 
 
 class DownloadError(SoraError):
-    """A video could not be saved: no such file, a CDN error, or a short or long body.
+    """A video could not be fetched or saved: no such file, a CDN error, a short or
+    long body, or a destination that cannot be written.
 
-    Nothing is left under the destination name when this is raised.
+    A file destination is left as it was (nothing new under its name); a
+    device or FIFO destination, which is written into directly, may have
+    received part of the body.
     """
 
 

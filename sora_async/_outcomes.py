@@ -17,6 +17,7 @@ class TaskFailedError(SoraError):
 
     Attributes:
         task: The final `Task` snapshot.
+        task_id: The id of the failed task.
         fail_reason: The gateway's `fail_reason` (may be empty).
     """
 
@@ -24,12 +25,8 @@ class TaskFailedError(SoraError):
         reason = task.fail_reason or "no reason given"
         super().__init__(f"task {task.task_id} failed: {reason}")
         self.task = task
+        self.task_id: str = task.task_id
         self.fail_reason = task.fail_reason
-
-    @property
-    def task_id(self) -> str:
-        """The id of the failed task."""
-        return self.task.task_id
 
 
 class WaitTimeoutError(SoraError, TimeoutError):
@@ -64,7 +61,7 @@ class WaitTimeoutError(SoraError, TimeoutError):
         budget = f" of a {timeout:,.1f} s timeout" if timeout is not None and elapsed != timeout else ""
         plural = "" if polls == 1 else "s"
         super().__init__(f"task {task_id} did not finish{waited}{budget} ({polls} poll{plural}, {seen})")
-        self.task_id = task_id
+        self.task_id: str = task_id
         self.last_task = last_task
         self.timeout = timeout
         self.elapsed = elapsed

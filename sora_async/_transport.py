@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TypeVar
 
@@ -24,6 +27,7 @@ from ._errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
+    DownloadError,
     EventLoopMismatchError,
     ResponseDecodeError,
     SoraError,
@@ -92,7 +96,7 @@ class Transport:
         self._api_key = api_key
         self._headers = auth_headers(api_key)
         self._timeout = timeout
-        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
+        self._client_timeout = _client_timeout(timeout)
         self._max_response_bytes = max_response_bytes
         self._max_retries = max_retries
         self._borrowed = session
@@ -194,10 +198,43 @@ class Transport:
         await self._close_owned_sessions()
 
     def cdn_session(self) -> aiohttp.ClientSession:
-        """A session of our own, with no default headers, for video hosts."""
+        """The session for video hosts: the caller's way to the network, none of its credentials.
+
+        With a borrowed session, a session on the caller's connector (its
+        pool, TLS settings and any proxying connector), with its `trust_env`
+        and its default `proxy`/`proxy_auth`, and nothing else: no default
+        headers, no `auth`, no cookies (a `DummyCookieJar`), no middlewares.
+        Closing it leaves the caller's connector open. Without one, a session
+        of our own with `trust_env=True`: HTTP_PROXY, HTTPS_PROXY and
+        NO_PROXY apply, and so does a ~/.netrc entry for the video host itself.
+        The API key is sent per request by `_exchange`, never from a session.
+
+        Raises:
+            ClientClosedError, EventLoopMismatchError: As for `gate`.
+            DownloadError: The borrowed session is closed.
+        """
         self.gate()
         if self._downloads is None:
-            self._downloads = aiohttp.ClientSession()
+            borrowed = self._borrowed
+            if borrowed is None:
+                self._downloads = aiohttp.ClientSession(trust_env=True, cookie_jar=aiohttp.DummyCookieJar())
+            else:
+                if borrowed.closed or borrowed.connector is None:
+                    raise DownloadError("the aiohttp.ClientSession given to SoraClient is closed")
+                # aiohttp has no public getter for a session's default proxy
+                # (a `proxy=` argument since 3.10); copy it where it exists.
+                proxy_options = {
+                    name: value
+                    for name in ("proxy", "proxy_auth")
+                    if (value := getattr(borrowed, f"_default_{name}", None)) is not None
+                }
+                self._downloads = aiohttp.ClientSession(
+                    connector=borrowed.connector,
+                    connector_owner=False,
+                    trust_env=borrowed.trust_env,
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    **proxy_options,
+                )
         return self._downloads
 
     async def call(
@@ -227,7 +264,8 @@ class Transport:
                 return parse(response)
             except DeadlineReached:
                 raise APITimeoutError(
-                    f"{method} {path}: no turn in the request budget before the deadline"
+                    f"{method} {path}: no turn in the request budget before the deadline",
+                    request_sent=False,
                 ) from None
             except SoraError as exc:
                 if attempt >= self._max_retries or not may_retry(exc, response):
@@ -282,14 +320,16 @@ class Transport:
         if deadline is not None:
             remaining = deadline - started
             if remaining <= 0:
-                raise APITimeoutError(f"{method} {path}: no time left before the deadline")
+                raise APITimeoutError(
+                    f"{method} {path}: no time left before the deadline", request_sent=False
+                )
             if remaining < seconds:
                 seconds = remaining
-                timeout = aiohttp.ClientTimeout(total=remaining)
+                timeout = _client_timeout(remaining)
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         session = self._session
         if session is None:
-            session = self._session = aiohttp.ClientSession()
+            session = self._session = _own_session(self.base_url)
         try:
             async with session.request(
                 method,
@@ -299,8 +339,11 @@ class Transport:
                 timeout=timeout,
                 **self._request_options,
             ) as resp:
+                # Content-Length counts the bytes on the wire; with a
+                # Content-Encoding, aiohttp inflates them and only the count
+                # taken while streaming is the size held in memory.
                 length = resp.content_length
-                if length is not None and length <= self._max_response_bytes:
+                if length is not None and length <= self._max_response_bytes and not _encoded(resp):
                     payload = await resp.read()
                 else:
                     payload = await self._read_limited(resp, length)
@@ -309,6 +352,13 @@ class Transport:
         except asyncio.TimeoutError as exc:
             if self._closed:
                 raise _closed_error() from None
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                # No connection came free, or none could be opened, in time:
+                # not a byte of the request was written.
+                raise APITimeoutError(
+                    f"{method} {path}: no connection to the API within {seconds:.3g} s",
+                    request_sent=False,
+                ) from exc
             raise APITimeoutError(f"{method} {path} timed out after {seconds:.3g} s") from exc
         except aiohttp.ClientConnectorError as exc:
             # Raised before any byte of the request was written.
@@ -339,13 +389,63 @@ class Transport:
         return Response(status, response_headers, payload, retry_after)
 
     async def _read_limited(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
-        """Read a body of unknown or excessive length, refusing more than the limit."""
+        """Read a body of unknown, encoded or excessive length, refusing more than the limit.
+
+        The limit counts the bytes after decoding. aiohttp inflates a
+        compressed body in bounded steps as it is read, so memory stays near
+        the limit whatever the encoding (a gzip bomb ends at the limit).
+        """
         limit = self._max_response_bytes
-        if length is not None:
+        if length is not None and length > limit and not _encoded(resp):
             raise ResponseDecodeError(f"the response is {length} bytes; the limit is {limit}")
         chunks = bytearray()
         async for chunk in resp.content.iter_any():
             chunks += chunk
             if len(chunks) > limit:
-                raise ResponseDecodeError(f"the response is over the limit of {limit} bytes")
+                encoding = resp.headers.get("Content-Encoding")
+                how = f" once decoded ({clip(encoding)})" if encoding else ""
+                raise ResponseDecodeError(f"the response is over the limit of {limit} bytes{how}")
         return bytes(chunks)
+
+
+def _encoded(resp: aiohttp.ClientResponse) -> bool:
+    """Whether the body comes with a Content-Encoding other than identity."""
+    encoding = resp.headers.get("Content-Encoding")
+    return encoding is not None and encoding.strip().lower() not in ("", "identity")
+
+
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for one exchange of at most `seconds`.
+
+    Getting a connection (a free one from the pool, or a new one) must end
+    `CONNECT_LEAD` before the whole exchange does, so that a deadline that
+    passes before any byte was written raises aiohttp's
+    `ConnectionTimeoutError` (and our `request_sent=False`) rather than the
+    exchange's plain timeout. No rounding up to whole seconds
+    (`ceil_threshold`), which could make both fire in the same tick.
+    """
+    lead = min(CONNECT_LEAD, seconds / 10)
+    return aiohttp.ClientTimeout(total=seconds, connect=seconds - lead, ceil_threshold=math.inf)
+
+
+CONNECT_LEAD = 0.05
+"""Seconds by which getting a connection must end before the exchange's timeout."""
+
+
+def _own_session(base_url: str) -> aiohttp.ClientSession:
+    """A session of our own for the API, using the proxy the environment names for `base_url`.
+
+    HTTPS_PROXY (for an https base URL), HTTP_PROXY (for http) and NO_PROXY
+    are read as Python's `urllib.request` reads them (either case), once per
+    session; an http(s) proxy is used, others are ignored, as aiohttp does.
+    aiohttp's own `trust_env=True` would also look the API host up in
+    ~/.netrc on every request (a thread hop per poll), and refuse every
+    request to a host listed there, since we send our own Authorization.
+    """
+    parts = urllib.parse.urlsplit(base_url)
+    proxy = None
+    if not urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy is not None and not proxy.lower().startswith(("http://", "https://")):
+        proxy = None
+    return aiohttp.ClientSession(proxy=proxy)

@@ -312,6 +312,8 @@ class FakeSoraServer:
         if self._runner is None:
             raise RuntimeError("the server is not started; use 'async with FakeSoraServer()'")
         host, port = self._runner.addresses[0][:2]
+        if ":" in host:  # an IPv6 address goes in brackets (RFC 3986, section 3.2.2)
+            host = f"[{host}]"
         return f"http://{host}:{port}"
 
     async def start(self) -> None:

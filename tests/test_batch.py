@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from sora_async import (
+    InvalidTaskIdError,
     PollPolicy,
     RetryPolicy,
     SoraClient,
@@ -96,12 +97,55 @@ async def test_duplicate_ids_polled_once_yielded_per_occurrence(
     assert server.polls(task_id) == 2
 
 
-async def test_invalid_ids_rejected_before_any_request(server: FakeSoraServer, client: SoraClient) -> None:
-    """A bad id, or a single string, is refused up front and nothing is sent."""
-    with pytest.raises(ValueError, match="task_id"):
-        client.as_completed(["task_ok", ""])
+BAD_IDS = ["", "   ", "a b", "x" * 257, ".", "..", "tab\tinside", "nul\x00"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
+async def test_one_bad_id_is_its_own_outcome_and_never_stops_the_others(
+    server: FakeSoraServer, client: SoraClient, bad: str
+) -> None:
+    """An id that cannot be sent gets an InvalidTaskIdError (a ValueError) outcome; the rest finish."""
+    good = server.add_task()
+    results = await client.wait_many([good, bad, good])
+    assert isinstance(results[good], Task)
+    outcome = results[bad.strip()]
+    assert isinstance(outcome, InvalidTaskIdError)
+    assert isinstance(outcome, ValueError)
+    assert outcome.task_id == bad.strip()
+    assert server.polls(good) >= 1
+    assert server.requests[bad.strip()] == 0
+
+
+async def test_only_bad_ids_end_at_once_and_send_nothing(server: FakeSoraServer, client: SoraClient) -> None:
+    """A batch of nothing but bad ids yields each outcome (repeats included) and sends no request."""
+    async with client.as_completed(["", "a b", ""], timeout=5) as outcomes:
+        seen = [(task_id, type(outcome)) async for task_id, outcome in outcomes]
+    assert sorted(seen) == sorted([("", InvalidTaskIdError)] * 2 + [("a b", InvalidTaskIdError)])
+    assert not server.arrivals
+
+
+async def test_ids_are_stripped_of_surrounding_white_space(
+    server: FakeSoraServer, client: SoraClient
+) -> None:
+    """' id\n' is the id 'id' in a batch and in every single-task call."""
+    task_id = server.add_task()
+    results = await client.wait_many([f" {task_id}\n", task_id])
+    assert list(results) == [task_id]
+    assert isinstance(results[task_id], Task)
+    assert (await client.get_task(f"\t{task_id} ")).task_id == task_id
+    assert (await client.wait_until_done(f" {task_id}", timeout=10)).task_id == task_id
+    async for snapshot in client.watch(f"{task_id}  ", timeout=10):
+        assert snapshot.task_id == task_id
+
+
+async def test_a_non_string_or_a_single_string_is_refused_up_front(
+    server: FakeSoraServer, client: SoraClient
+) -> None:
+    """Type errors are the caller's bug, found by a type checker: raised at once, nothing sent."""
     with pytest.raises(TypeError):
         client.as_completed("task_ok")
+    with pytest.raises(TypeError):
+        client.as_completed(["task_ok", None])  # type: ignore[list-item]
     assert not server.arrivals
 
 
