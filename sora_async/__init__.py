@@ -3,6 +3,8 @@
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
 from ._cadence import CadencePolicy, SweepEstimator
 from ._client import DEFAULT_BATCH_CONCURRENCY, DEFAULT_WAIT_TIMEOUT, ProgressCallback, SoraClient
+from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadProgress, VideoStream
+from ._download_plan import Destination, Variant, check_destination
 from ._engine import CONSUMER_GRACE, FINAL_POLL_LEAD, Batch
 from ._errors import (
     APIConnectionError,
@@ -13,6 +15,7 @@ from ._errors import (
     ClientClosedError,
     DownloadError,
     EventLoopMismatchError,
+    InvalidTaskIdError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONSUMER_GRACE",
     "DEFAULT_BATCH_CONCURRENCY",
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
     "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_WAIT_TIMEOUT",
     "FINAL_POLL_LEAD",
@@ -45,11 +49,14 @@ __all__ = [
     "CadencePolicy",
     "ClientClosedError",
     "CreateOptions",
+    "Destination",
     "DownloadError",
+    "DownloadProgress",
     "Encoding",
     "Encodings",
     "EventLoopMismatchError",
     "Generation",
+    "InvalidTaskIdError",
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
@@ -66,7 +73,10 @@ __all__ = [
     "TaskNotFoundError",
     "TaskStatus",
     "URLExpiredError",
+    "Variant",
     "Video",
+    "VideoStream",
     "WaitTimeoutError",
     "__version__",
+    "check_destination",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import pathlib
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -14,10 +16,17 @@ import aiohttp
 
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget, check_count, check_positive
 from ._cadence import CadencePolicy
-from ._download import DownloadProgress, stream_to_file
-from ._download_plan import plan_download, target_path
+from ._download import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DownloadProgress,
+    VideoStream,
+    open_video,
+    read_video,
+    save_video,
+)
+from ._download_plan import DownloadPlan, Variant, check_download_choice, plan_download
 from ._engine import Batch, collect_ids, follow, outcome_of
-from ._errors import APIConnectionError, ClientClosedError, DownloadError, SoraError
+from ._errors import APIConnectionError, ClientClosedError, SoraError
 from ._gate import Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus
 from ._outcomes import Outcome, WaitTimeoutError
@@ -29,6 +38,7 @@ from ._protocol import (
     build_create_body,
     create_rejected_unprocessed,
     normalize_base_url,
+    normalize_task_id,
     parse_create_response,
     parse_task_response,
     task_path,
@@ -196,7 +206,7 @@ class SoraClient:
             ClientClosedError: The client is closed.
             SoraError: Another API, connection or decode error.
         """
-        path = task_path(task_id)
+        path = task_path(normalize_task_id(task_id))
         _check_timeout(timeout)
         deadline = self._deadline(timeout)
         return await self._transport.call("GET", path, None, self._parse_task, _retry_idempotent, deadline)
@@ -253,7 +263,7 @@ class SoraClient:
             WaitTimeoutError: No final status before the deadline.
             ClientClosedError: The client was closed.
         """
-        task_path(task_id)
+        task_id = normalize_task_id(task_id)
         _check_timeout(timeout)
         return self._follow(task_id, timeout, poll)
 
@@ -270,7 +280,8 @@ class SoraClient:
         The wait ends by its deadline: its last sleep is shortened so that it
         polls once more just before the deadline (`FINAL_POLL_LEAD`), and no
         hint from the server or the policy ends it earlier. Transient
-        failures are retried with backoff until then.
+        failures, malformed answers (`ResponseDecodeError`) included, are
+        retried with backoff until then.
 
         Args:
             task_id: The task to wait for.
@@ -287,7 +298,7 @@ class SoraClient:
             ClientClosedError: The client was closed during the wait.
             SoraError: A request failed for good (not retryable).
         """
-        task_path(task_id)
+        task_id = normalize_task_id(task_id)
         _check_timeout(timeout)
         last: Task | None = None
         snapshots = self._follow(task_id, timeout, poll)
@@ -323,6 +334,12 @@ class SoraClient:
             on_progress: As for `wait_until_done`.
             **options: Any keyword argument of `create_video`.
 
+        Once the task is created, nothing that ends this call loses it:
+        every `SoraError` raised afterwards has `.task_id` set to the new
+        task, and any other exception (an `on_progress` callback's own
+        error, a cancellation) gets a note naming it (`add_note`, shown in
+        the traceback).
+
         Raises:
             TaskFailedError: The task ended in FAILURE.
             WaitTimeoutError: The deadline passed after the task was created
@@ -341,18 +358,25 @@ class SoraClient:
         deadline = self._deadline(timeout)
         task_id = await self._create(body, deadline=deadline)
         logger.debug("created task %s", task_id)
-        remaining = None if deadline is None else deadline - gate.now()
-        if remaining is not None and remaining <= 0:
-            raise WaitTimeoutError(task_id, None, timeout, elapsed=gate.now() - started, polls=0)
+        # From here on the task exists and is billed: whatever ends this call
+        # must say which task it was, so that it can be waited for again.
         try:
-            return await self.wait_until_done(task_id, timeout=remaining, poll=poll, on_progress=on_progress)
-        except ClientClosedError as exc:
-            # The task exists and is billed: say which, so it can be waited for again.
-            raise ClientClosedError(
-                f"the client was closed while waiting for task {task_id}, which keeps running upstream; "
-                "wait for it again by this id",
-                task_id=task_id,
-            ) from exc
+            remaining = None if deadline is None else deadline - gate.now()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeoutError(task_id, None, timeout, elapsed=gate.now() - started, polls=0)
+            try:
+                return await self.wait_until_done(
+                    task_id, timeout=remaining, poll=poll, on_progress=on_progress
+                )
+            except ClientClosedError as exc:
+                raise ClientClosedError(
+                    f"the client was closed while waiting for task {task_id}, which keeps running "
+                    "upstream; wait for it again by this id",
+                    task_id=task_id,
+                ) from exc
+        except BaseException as exc:
+            name_created_task(exc, task_id)
+            raise
 
     # --- files -------------------------------------------------------------
 
@@ -361,61 +385,177 @@ class SoraClient:
         task_or_id: Task | str,
         dest: str | os.PathLike[str],
         *,
-        variant: str = "source",
+        variant: Variant = "source",
+        generation: int = 0,
         on_progress: DownloadProgress | None = None,
         timeout: float | None = None,
     ) -> pathlib.Path:
-        """Save a finished task's video (or image) to disk, streaming it in chunks.
+        """Save a finished task's video (or image) to a file, streaming it in chunks.
 
-        The file is written to a temporary name in the same folder and renamed
-        when complete and of the size the task announced, so an interrupted
-        download never leaves a partial file under the final name. The request
-        to the video host carries no API key, whatever session the client uses.
+        The destination is checked before the video host is asked for
+        anything (see `check_destination`), so a destination that cannot be
+        written costs no transfer. A regular file is written to a temporary
+        name in the same folder and renamed when complete and of the size the
+        task announced, so an interrupted or cancelled download never leaves a
+        partial file under the final name. A symlink to a file is written
+        through: its target is replaced that way and the link stays a link.
+        A character device or FIFO (`/dev/null`, `/dev/stdout`, a named pipe)
+        is written into directly, never replaced; a FIFO is opened once a
+        reader has it open. Nothing else that is not a regular file is ever
+        replaced. The request to the video host carries no API key, whatever
+        session the client uses (see `SoraClient`'s `session`).
 
         Args:
             task_or_id: A SUCCESS `Task`, or a task id to fetch first.
             dest: A file path, or a folder (existing, or written with a trailing
-                slash); in a folder the file is named from the task id and
-                variant, never from the URL.
-            variant: source, md, ld, thumbnail or spritesheet. A missing video
-                rendition falls back to the nearest one that exists.
+                slash); in a folder the file is named from the task id,
+                generation and variant (`<task>_source.mp4` for generation 0,
+                `<task>_1_source.mp4` for generation 1), never from the URL.
+            variant: A `Variant`. A missing video rendition falls back to the
+                nearest one that exists.
+            generation: Which of the task's `n_variants` generations, from 0.
             on_progress: Called with (bytes so far, total or None); may be async.
-            timeout: Seconds for the whole download; None for no limit (a
-                stalled transfer still fails after 60 s without data).
+            timeout: Seconds for the whole download, fetching the task
+                included; None for no limit (a stalled transfer still fails
+                after 60 s without data).
 
         Returns:
-            The path written.
+            The path written, as named (`dest`, or the file inside the folder `dest`).
 
         Raises:
-            ValueError: `variant` or `timeout` is not valid.
+            ValueError: `variant`, `generation` (negative, or a bool) or
+                `timeout` is not valid; nothing is sent.
+            TypeError: `generation` or `timeout` is not a number.
             APITimeoutError: `timeout` passed while fetching the task.
             URLExpiredError: The video host refused the URL (HTTP 403).
-            DownloadError: The task has no such file, or the transfer failed.
+            DownloadError: The task has no such generation or file, the
+                destination cannot be written (before any transfer when that
+                can be known; an `OSError` is the cause), or the transfer failed.
             ClientClosedError: The client was closed during the download.
         """
+        check_download_choice(variant, generation)
         _check_timeout(timeout)
         gate = self._transport.gate()
         deadline = self._deadline(timeout)
+        plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
+        return await save_video(
+            self._transport.cdn_session(),
+            plan,
+            dest,
+            on_progress=on_progress,
+            total_seconds=_time_left(gate, deadline),
+            closed=self._is_closed,
+        )
+
+    async def download_bytes(
+        self,
+        task_or_id: Task | str,
+        *,
+        variant: Variant = "source",
+        generation: int = 0,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        timeout: float | None = None,
+    ) -> bytes:
+        """A finished task's video (or image) as bytes in memory.
+
+        Args:
+            task_or_id, variant, generation: As for `download`.
+            max_bytes: The most bytes accepted (default 256 MiB,
+                `DEFAULT_MAX_DOWNLOAD_BYTES`). A file the task or the host
+                announces as larger is refused before its body is read; one
+                that turns out larger is refused as soon as it passes.
+            timeout: Seconds for the whole call, as for `download`.
+
+        Returns:
+            The file's bytes, of exactly the size the task announced (when it did).
+
+        Raises:
+            ValueError, TypeError: An argument is not valid; nothing is sent.
+            APITimeoutError, URLExpiredError, ClientClosedError: As for `download`.
+            DownloadError: The file is over `max_bytes`, or as for `download`.
+        """
+        check_download_choice(variant, generation)
+        check_count("max_bytes", max_bytes, minimum=1)
+        _check_timeout(timeout)
+        gate = self._transport.gate()
+        deadline = self._deadline(timeout)
+        plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
+        return await read_video(
+            self._transport.cdn_session(),
+            plan,
+            max_bytes=max_bytes,
+            total_seconds=_time_left(gate, deadline),
+            closed=self._is_closed,
+        )
+
+    def stream_video(
+        self,
+        task_or_id: Task | str,
+        *,
+        variant: Variant = "source",
+        generation: int = 0,
+        timeout: float | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[VideoStream]:
+        """Receive a finished task's video (or image) as an async stream of byte chunks.
+
+        Entering the block fetches the task (given an id) and sends the
+        request; leaving it closes the connection, whether the body was read
+        to its end or not. Read the stream inside the block::
+
+            async with client.stream_video(task) as video:
+                async for chunk in video:  # bytes, at most 64 KiB each
+                    sink.write(chunk)
+
+        The size is checked as for `download`: a body longer than the task
+        announced raises as soon as it is, a shorter one at its end.
+
+        Args:
+            task_or_id, variant, generation: As for `download`.
+            timeout: Seconds from entering the block until the body has been
+                read, the caller's own work between chunks included; None
+                for no limit (a host that sends nothing for 60 s still fails).
+
+        Returns:
+            An async context manager whose value is a `VideoStream`.
+
+        Raises:
+            ValueError, TypeError: At the call, an argument is not valid.
+            APITimeoutError, URLExpiredError, DownloadError, ClientClosedError:
+                On entering or while iterating, as for `download_bytes`.
+        """
+        check_download_choice(variant, generation)
+        _check_timeout(timeout)
+        return self._stream_video(task_or_id, variant, generation, timeout)
+
+    @contextlib.asynccontextmanager
+    async def _stream_video(
+        self, task_or_id: Task | str, variant: Variant, generation: int, timeout: float | None
+    ) -> AsyncGenerator[VideoStream, None]:
+        gate = self._transport.gate()
+        deadline = self._deadline(timeout)
+        plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
+        async with open_video(
+            self._transport.cdn_session(),
+            plan,
+            total_seconds=_time_left(gate, deadline),
+            closed=self._is_closed,
+        ) as video:
+            yield video
+
+    async def _plan_video(
+        self, task_or_id: Task | str, variant: Variant, generation: int, gate: Gate, deadline: float | None
+    ) -> DownloadPlan:
+        """What to fetch, after fetching the task when given an id or a stripped snapshot."""
         task = task_or_id
         if not isinstance(task, Task):
             task = await self.get_task(task, timeout=_time_left(gate, deadline))
         if task.status is TaskStatus.SUCCESS and task.data == NULL_PAYLOAD:
             # A stripped snapshot: fetch the payload.
             task = await self.get_task(task.task_id, timeout=_time_left(gate, deadline))
-        plan = plan_download(task, variant)
-        path = target_path(dest, plan)
-        try:
-            return await stream_to_file(
-                self._transport.cdn_session(),
-                plan,
-                path,
-                on_progress=on_progress,
-                total_seconds=_time_left(gate, deadline),
-            )
-        except DownloadError as exc:
-            if self._transport.closed:  # aclose() closed the session under the transfer
-                raise ClientClosedError(f"the client was closed during the download of {path}") from exc
-            raise
+        return plan_download(task, variant, generation)
+
+    def _is_closed(self) -> bool:
+        return self._transport.closed
 
     # --- many tasks --------------------------------------------------------
 
@@ -433,7 +573,10 @@ class SoraClient:
         The outcome is what `wait_until_done` would have returned or raised:
         the SUCCESS `Task`, or a `TaskFailedError`, `WaitTimeoutError`,
         `TaskNotFoundError` or other `SoraError` instance. One bad task never
-        stops the others. A repeated id is polled once and yielded once per
+        stops the others: an id that cannot be sent (empty, white space
+        inside, too long) gets an `InvalidTaskIdError` (a ValueError) as its
+        outcome, at once. Ids are stripped of surrounding white space, and
+        yielded stripped. A repeated id is polled once and yielded once per
         occurrence.
 
         The batch's polls pass through the batch's own budget (`concurrency`
@@ -460,13 +603,16 @@ class SoraClient:
             poll: The `PollPolicy` for each task; defaults to the client's.
 
         Raises:
-            TypeError, ValueError: An id or a limit is invalid (nothing is sent).
+            TypeError: `task_ids` is a string or holds a non-string (nothing is sent).
+            TypeError, ValueError: A limit or the timeout is invalid (nothing is sent).
             ClientClosedError: Raised by the iteration when the client closes.
         """
         _check_timeout(timeout)
         check_count("concurrency", concurrency, minimum=1)  # named as the caller knows it
+        counts, rejected = collect_ids(task_ids, normalize_task_id)
         return Batch(
-            collect_ids(task_ids, task_path),
+            counts,
+            rejected,
             bind=self._transport.gate,
             poll=self._poll_task,
             retry=self._transport.retry,
@@ -527,6 +673,31 @@ class SoraClient:
             )
 
         return await self._transport.call("POST", TASKS_PATH, body, parse, _retry_create, deadline)
+
+
+def name_created_task(exc: BaseException, task_id: str) -> None:
+    """Make `exc` name the task that was created before it was raised.
+
+    A `SoraError` that names no task gets `task_id`; every exception gets a
+    note saying how to wait for the task again.
+    """
+    if isinstance(exc, SoraError) and exc.task_id is None:
+        exc.task_id = task_id
+    exc.__dict__.setdefault(_CREATED, task_id)
+    note = f"task {task_id} was created and is billed; wait for it with wait_until_done({task_id!r})"
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # the same attribute; 3.10's tracebacks do not print it
+        setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
+
+
+def created_task_id(exc: BaseException) -> str | None:
+    """The task `generate` had created when it raised `exc` (see `name_created_task`), or None."""
+    created = exc.__dict__.get(_CREATED)
+    return created if isinstance(created, str) else None
+
+
+_CREATED = "_sora_created_task_id"
 
 
 def _retry_idempotent(exc: SoraError, response: Response | None) -> bool:

@@ -1,104 +1,262 @@
-"""Streaming a finished video to disk: chunked, atomic, size-checked, without the API key."""
+"""Fetching a finished video from its host: one reader of the body, three ways to keep it.
+
+`open_video` sends the one request to the video host and yields a
+`VideoStream`, the only loop over the body: it counts bytes, enforces the
+size the task announced and an optional byte limit, and maps network errors
+to `DownloadError`. Its consumers are `save_video` (a file, replaced
+atomically, or a device written into), `read_video` (bytes in memory) and
+`SoraClient.stream_video` (the caller's own loop). The session given must
+carry no credentials: the video host is not the API.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import os
 import pathlib
 import secrets
-from collections.abc import Awaitable, Callable
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import BinaryIO
 
 import aiohttp
 import anyio
 
-from ._download_plan import DownloadPlan, url_expiry
-from ._errors import DownloadError, URLExpiredError
+from ._download_plan import Destination, DownloadPlan, check_destination, url_expiry
+from ._errors import ClientClosedError, DownloadError, SoraError, URLExpiredError
 
-__all__ = ["DownloadProgress", "stream_to_file"]
+__all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DownloadProgress",
+    "VideoStream",
+    "open_video",
+    "read_video",
+    "save_video",
+]
 
 DownloadProgress = Callable[[int, "int | None"], "Awaitable[object] | object"]
 """Called with (bytes written so far, total bytes or None); may be async."""
 
+DEFAULT_MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+"""The most bytes `download_bytes` holds in memory by default (256 MiB).
+
+A 20 s 1080p Sora source video is a few tens of MB; stream or save anything
+larger.
+"""
+
 CHUNK_SIZE = 64 * 1024
+# How often to look again for a reader of a FIFO that has none yet (seconds).
+_FIFO_READER_CHECK = 0.05
 
 
-async def stream_to_file(
+def _never() -> bool:
+    return False
+
+
+class VideoStream:
+    """A video arriving from its host, as an async iterator of byte chunks (64 KiB at most each).
+
+    Get one from `SoraClient.stream_video`, and read it inside that `async
+    with` block: the connection is closed when the block ends, whether the
+    body was read to its end or not. Sizes are checked as the body arrives:
+    a body longer than the task announced (or than a byte limit) raises as
+    soon as it is, a shorter one raises at its end instead of ending the
+    iteration.
+
+    Attributes:
+        task_id: The task whose file this is.
+        variant: The variant really fetched, after any fallback (see `Variant`).
+        generation: The index of the generation fetched.
+        size: The total in bytes: as the task announced it, else the
+            host's Content-Length, else None.
+        received: The bytes received so far.
+
+    Iteration raises:
+        DownloadError: The body is longer or shorter than announced, over
+            the byte limit, cut off (`retryable`), or timed out.
+        ClientClosedError: The client was closed during the transfer.
+        RuntimeError: The stream is read after its block ended.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_eof",
+        "_max_bytes",
+        "_plan",
+        "_response",
+        "generation",
+        "received",
+        "size",
+        "task_id",
+        "variant",
+    )
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        plan: DownloadPlan,
+        *,
+        max_bytes: int | None,
+        closed: Callable[[], bool],
+    ) -> None:
+        self.task_id = plan.task_id
+        self.variant = plan.variant
+        self.generation = plan.generation
+        self.size = plan.expected_size if plan.expected_size is not None else response.content_length
+        self.received = 0
+        self._response: aiohttp.ClientResponse | None = response
+        self._plan = plan
+        self._max_bytes = max_bytes
+        self._closed = closed
+        self._eof = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<VideoStream task {self.task_id} generation {self.generation} {self.variant}: "
+            f"{self.received} of {self.size if self.size is not None else '?'} bytes>"
+        )
+
+    def __aiter__(self) -> VideoStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        response = self._response
+        if response is None:
+            raise RuntimeError("this VideoStream is closed: read it inside its 'async with' block")
+        if self._eof:
+            raise StopAsyncIteration
+        plan = self._plan
+        try:
+            if self._closed():  # even with bytes still buffered: a closed client reads no more
+                raise _closed_error(plan)
+            try:
+                chunk = await response.content.read(CHUNK_SIZE)
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                raise _transfer_error(plan, self.received, exc, self._closed) from exc
+            except RuntimeError:  # aiohttp's "Connection closed." once the session is closed
+                if self._closed():
+                    raise _closed_error(plan) from None
+                raise
+            if not chunk:
+                expected = plan.expected_size
+                if expected is not None and self.received != expected:
+                    raise DownloadError(
+                        f"the {plan.variant} file of task {plan.task_id} is {self.received} bytes; "
+                        f"the task says {expected}"
+                    )
+                self._eof = True
+                raise StopAsyncIteration
+            self.received += len(chunk)
+            self._check_length(self.received)
+        except SoraError:
+            self.close()  # no use for the rest of the body
+            raise
+        return chunk
+
+    def _check_length(self, length: int) -> None:
+        plan = self._plan
+        if plan.expected_size is not None and length > plan.expected_size:
+            raise DownloadError(
+                f"the {plan.variant} file of task {plan.task_id} is longer than the "
+                f"{plan.expected_size} bytes the task says"
+            )
+        if self._max_bytes is not None and length > self._max_bytes:
+            raise DownloadError(
+                f"the {plan.variant} file of task {plan.task_id} is over max_bytes={self._max_bytes}"
+            )
+
+    def close(self) -> None:
+        """Let the connection go: back to the pool after a complete body, else closed. Idempotent."""
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if self._eof:
+            response.release()
+        else:
+            response.close()
+
+
+@contextlib.asynccontextmanager
+async def open_video(
     session: aiohttp.ClientSession,
     plan: DownloadPlan,
-    path: pathlib.Path,
     *,
-    on_progress: DownloadProgress | None = None,
     total_seconds: float | None = None,
-) -> pathlib.Path:
-    """Download `plan.url` into `path` through a temporary file in the same folder.
+    max_bytes: int | None = None,
+    closed: Callable[[], bool] = _never,
+) -> AsyncIterator[VideoStream]:
+    """Send the request for `plan.url`; yield its body as a `VideoStream`; close the connection on exit.
 
-    The session must carry no credentials: the CDN is not the API.
+    Args:
+        session: A session with no credentials of the API.
+        plan: What to fetch.
+        total_seconds: Seconds for the request and the whole body; None for
+            no limit (a host that sends nothing for 60 s still fails).
+        max_bytes: The most bytes accepted, or None.
+        closed: Tells whether the client was closed, to raise
+            `ClientClosedError` instead of a network error it caused.
 
     Raises:
-        URLExpiredError: The CDN answered 403.
-        DownloadError: Any other failure; no file is left under `path`.
+        URLExpiredError: The host answered 403 (signed URLs expire).
+        DownloadError: Another status, a network error (`retryable`), a
+            timeout, or a size over `max_bytes` or unlike the task's.
+        ClientClosedError: The client was closed.
     """
-    await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
-    # A hidden name beside the target, so the final rename stays on one file
-    # system; created exclusively, with the permissions the umask allows.
-    temporary = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.part")
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        written = await _fetch(session, plan, temporary, on_progress, total_seconds)
-        if plan.expected_size is not None and written != plan.expected_size:
-            raise DownloadError(
-                f"the {plan.variant} file of task {plan.task_id} is {written} bytes; "
-                f"the task says {plan.expected_size}"
-            )
-        await anyio.Path(temporary).replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            await anyio.Path(temporary).unlink()
-        raise
-    return path
-
-
-async def _fetch(
-    session: aiohttp.ClientSession,
-    plan: DownloadPlan,
-    temporary: str,
-    on_progress: DownloadProgress | None,
-    total_seconds: float | None,
-) -> int:
-    # No total limit by default (videos are large), but a stalled CDN is an error.
     limits = aiohttp.ClientTimeout(total=total_seconds, sock_connect=30, sock_read=60)
-    written = 0
     try:
-        async with session.get(plan.url, timeout=limits) as response:
-            if response.status == 403:
-                raise URLExpiredError(_expired_message(plan))
-            if response.status != 200:
-                raise DownloadError(f"the video host answered HTTP {response.status} for task {plan.task_id}")
-            total = plan.expected_size if plan.expected_size is not None else response.content_length
-            async with await anyio.open_file(temporary, "wb") as out:
-                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                    written += len(chunk)
-                    if plan.expected_size is not None and written > plan.expected_size:
-                        raise DownloadError(
-                            f"the {plan.variant} file of task {plan.task_id} is longer than the "
-                            f"{plan.expected_size} bytes the task says"
-                        )
-                    await out.write(chunk)
-                    if on_progress is not None:
-                        result = on_progress(written, total)
-                        if inspect.isawaitable(result):
-                            await result
-    except asyncio.TimeoutError as exc:
-        raise DownloadError(f"downloading task {plan.task_id} timed out after {written} bytes") from exc
-    except aiohttp.ClientError as exc:
-        error = DownloadError(
-            f"downloading task {plan.task_id} failed after {written} bytes: {type(exc).__name__}"
-        )
-        error.retryable = True
-        raise error from exc
-    return written
+        response = await session.get(plan.url, timeout=limits)
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        raise _transfer_error(plan, 0, exc, closed) from exc
+    except RuntimeError:  # aiohttp's "Session is closed"
+        if closed():
+            raise _closed_error(plan) from None
+        raise
+    stream = VideoStream(response, plan, max_bytes=max_bytes, closed=closed)
+    try:
+        _check_answer(response, stream, plan)
+        yield stream
+    finally:
+        stream.close()
+
+
+def _check_answer(response: aiohttp.ClientResponse, stream: VideoStream, plan: DownloadPlan) -> None:
+    if response.status == 403:
+        raise URLExpiredError(_expired_message(plan))
+    if response.status != 200:
+        error = DownloadError(f"the video host answered HTTP {response.status} for task {plan.task_id}")
+        error.retryable = response.status == 429 or response.status >= 500
+        raise error
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers:
+        if plan.expected_size is not None and length != plan.expected_size:
+            raise DownloadError(
+                f"the video host announces {length} bytes for the {plan.variant} file of task "
+                f"{plan.task_id}; the task says {plan.expected_size}"
+            )
+        stream._check_length(length)
+    elif plan.expected_size is not None:
+        stream._check_length(plan.expected_size)
+
+
+def _closed_error(plan: DownloadPlan) -> ClientClosedError:
+    return ClientClosedError(f"the client was closed during the download of task {plan.task_id}")
+
+
+def _transfer_error(
+    plan: DownloadPlan, received: int, exc: BaseException, closed: Callable[[], bool]
+) -> SoraError:
+    if closed():  # aclose() closed the session under the transfer
+        return _closed_error(plan)
+    if isinstance(exc, asyncio.TimeoutError):
+        return DownloadError(f"downloading task {plan.task_id} timed out after {received} bytes")
+    error = DownloadError(
+        f"downloading task {plan.task_id} failed after {received} bytes: {type(exc).__name__}"
+    )
+    error.retryable = True
+    return error
 
 
 def _expired_message(plan: DownloadPlan) -> str:
@@ -108,3 +266,224 @@ def _expired_message(plan: DownloadPlan) -> str:
         f"the video URL of task {plan.task_id} was refused (HTTP 403){when}; signed URLs expire, "
         "so fetch the task again with get_task for fresh URLs"
     )
+
+
+async def read_video(
+    session: aiohttp.ClientSession,
+    plan: DownloadPlan,
+    *,
+    max_bytes: int,
+    total_seconds: float | None = None,
+    closed: Callable[[], bool] = _never,
+) -> bytes:
+    """The whole file as bytes, refused (DownloadError) as soon as it is known to pass `max_bytes`."""
+    body = bytearray()
+    async with open_video(
+        session, plan, total_seconds=total_seconds, max_bytes=max_bytes, closed=closed
+    ) as video:
+        async for chunk in video:
+            body += chunk
+    return bytes(body)
+
+
+async def save_video(
+    session: aiohttp.ClientSession,
+    plan: DownloadPlan,
+    dest: str | os.PathLike[str],
+    *,
+    on_progress: DownloadProgress | None = None,
+    total_seconds: float | None = None,
+    closed: Callable[[], bool] = _never,
+) -> pathlib.Path:
+    """Download `plan.url` to `dest`, as `check_destination` describes; return the path as named.
+
+    The destination is checked first, then opened, and only then is the
+    request sent: a destination that cannot be written costs no request to
+    the video host. A "file" is written to a temporary file beside its target, which is
+    renamed over the target once complete and of the announced size: after a
+    failure or a cancellation nothing is left under the name. A "device" (a
+    character device or FIFO) is written into directly, so what arrived
+    before a failure stays written; a FIFO is opened once a reader has it
+    open (checked every 50 ms, within `total_seconds`).
+
+    Raises:
+        URLExpiredError: The host answered 403.
+        DownloadError: The destination cannot be written (an `OSError` is
+            the cause), or the transfer failed (see `open_video`).
+        ClientClosedError: The client was closed during the transfer.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if total_seconds is None else loop.time() + total_seconds
+    destination = await anyio.to_thread.run_sync(check_destination, dest, plan.file_name)
+    sink = await _Sink.open(destination, deadline)
+    try:
+        remaining = None if deadline is None else max(0.001, deadline - loop.time())
+        async with open_video(session, plan, total_seconds=remaining, closed=closed) as video:
+            async for chunk in video:
+                await sink.write(chunk)
+                if on_progress is not None:
+                    result = on_progress(video.received, video.size)
+                    if inspect.isawaitable(result):
+                        await result
+        await sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+    return destination.path
+
+
+class _Sink:
+    """An open destination: a temporary file to rename over the target, or a device."""
+
+    __slots__ = ("_deadline", "_destination", "_file", "_temporary")
+
+    def __init__(
+        self, file: BinaryIO, destination: Destination, temporary: str | None, deadline: float | None = None
+    ) -> None:
+        self._file = file
+        self._destination = destination
+        self._temporary = temporary
+        self._deadline = deadline
+
+    @classmethod
+    async def open(cls, destination: Destination, deadline: float | None) -> _Sink:
+        if destination.kind == "device":
+            return cls(await _open_device(destination.path, deadline), destination, None, deadline)
+        if destination.kind != "file":
+            raise ValueError(f"a download needs a file or a device, not a {destination.kind}")
+        return await anyio.to_thread.run_sync(cls._open_temporary, destination)
+
+    @classmethod
+    def _open_temporary(cls, destination: Destination) -> _Sink:
+        target = destination.target
+        # A hidden name beside the target, so the rename stays on one file
+        # system; cut so that it fits in NAME_MAX (255 bytes) whatever the name.
+        prefix = os.fsdecode(os.fsencode(target.name)[:200])
+        temporary = str(target.parent / f".{prefix}.{secrets.token_hex(6)}.part")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise _write_error(destination, exc) from exc
+        return cls(os.fdopen(fd, "wb"), destination, temporary)
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            if self._temporary is None:  # a device or FIFO: never a thread that cannot be cancelled
+                await _write_nonblocking(self._file.fileno(), chunk, self._deadline, self._destination)
+            else:
+                await anyio.to_thread.run_sync(self._file.write, chunk)
+        except OSError as exc:
+            raise _write_error(self._destination, exc) from exc
+
+    async def commit(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._finish)
+        except OSError as exc:
+            raise _write_error(self._destination, exc) from exc
+
+    def _finish(self) -> None:
+        self._file.close()  # flushes: a full disk may only show here
+        if self._temporary is None:
+            return
+        target = self._destination.target
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.lstat(target).st_mode
+            if not stat.S_ISREG(mode):  # it changed since check_destination
+                raise DownloadError(f"{target} is no longer a regular file; it was not replaced")
+        os.replace(self._temporary, target)
+        self._temporary = None
+
+    def discard(self) -> None:
+        # Synchronous on purpose: a cancelled task must clean up without awaiting.
+        with contextlib.suppress(OSError):
+            self._file.close()
+        if self._temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temporary)
+
+
+async def _open_device(path: pathlib.Path, deadline: float | None) -> BinaryIO:
+    """Open a character device or FIFO for writing, waiting for a FIFO's reader until `deadline`."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            # O_NONBLOCK: opening a FIFO without a reader fails (ENXIO) instead
+            # of blocking a thread that cancellation could not stop.
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO and _is_fifo(path):
+                if deadline is not None and loop.time() >= deadline:
+                    raise DownloadError(f"no reader opened the FIFO {path} in time") from exc
+                await asyncio.sleep(_FIFO_READER_CHECK)
+                continue
+            raise DownloadError(f"cannot write to {path}: {exc.strerror or type(exc).__name__}") from exc
+        try:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):  # it changed since check_destination
+                raise DownloadError(f"{path} is no longer a device or FIFO")
+        except BaseException:
+            os.close(fd)
+            raise
+        # Left non-blocking: a reader that stops reading makes writes wait in
+        # the event loop (see `_write_nonblocking`), where a cancellation or
+        # the download's timeout ends them, never in a thread.
+        return os.fdopen(fd, "wb", buffering=0)
+
+
+async def _write_nonblocking(fd: int, chunk: bytes, deadline: float | None, destination: Destination) -> None:
+    """Write all of `chunk` to a non-blocking `fd`, waiting in the event loop while it is full.
+
+    Raises:
+        DownloadError: `deadline` (loop time) passed while the reader took nothing.
+    """
+    view = memoryview(chunk)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            if not await _writable(fd, deadline):
+                raise DownloadError(
+                    f"{destination.path} took no more bytes before the download's timeout "
+                    "(its reader stopped reading)"
+                ) from None
+
+
+async def _writable(fd: int, deadline: float | None) -> bool:
+    """Wait until `fd` may take more bytes; False if `deadline` (loop time) passed first.
+
+    Polls every 10 ms where the loop cannot watch `fd` (a device without
+    readiness events, a loop without `add_writer`).
+    """
+    loop = asyncio.get_running_loop()
+    if deadline is not None and loop.time() >= deadline:
+        return False
+    ready: asyncio.Future[bool] = loop.create_future()
+
+    def settle(writable: bool) -> None:
+        if not ready.done():
+            ready.set_result(writable)
+
+    try:
+        loop.add_writer(fd, settle, True)
+    except (NotImplementedError, PermissionError, ValueError):
+        await asyncio.sleep(0.01)
+        return True
+    timer = None if deadline is None else loop.call_at(deadline, settle, False)
+    try:
+        return await ready
+    finally:
+        loop.remove_writer(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+def _is_fifo(path: pathlib.Path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _write_error(destination: Destination, exc: OSError) -> DownloadError:
+    return DownloadError(f"cannot write to {destination.path}: {exc.strerror or type(exc).__name__}")
