@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import pathlib
+import shlex
 import sys
 import time
 import traceback
@@ -18,7 +21,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import IO, Any, Protocol
 
 from . import __version__
-from ._client import SoraClient
+from ._client import SoraClient, created_task_id
+from ._download_plan import Variant, check_destination
 from ._errors import AuthenticationError, PermissionDeniedError, SoraError
 from ._models import VIDEO_VARIANTS, Task
 from ._outcomes import TaskFailedError, WaitTimeoutError
@@ -71,25 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--style")
     generate.add_argument("-o", "--output", help="save the video to this file or folder")
     generate.add_argument(
-        "--timeout", type=float, default=1800.0, help="seconds for create and wait together"
+        "--timeout", type=seconds, default=1800.0, help="seconds for create and wait together"
     )
     generate.add_argument("--json", action="store_true", help="print only JSON on stdout")
 
     status = commands.add_parser("status", parents=[common], help="show tasks' current status")
-    status.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    status.add_argument("task_ids", nargs="+", metavar="TASK_ID", type=str.strip)
     status.add_argument("--json", action="store_true")
 
     wait = commands.add_parser("wait", parents=[common], help="wait for many tasks at once")
-    wait.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    wait.add_argument("task_ids", nargs="+", metavar="TASK_ID", type=str.strip)
     wait.add_argument("--concurrency", type=int, default=5)
     wait.add_argument("--rate", type=float, help="requests per second")
-    wait.add_argument("--timeout", type=float, default=1800.0)
+    wait.add_argument("--timeout", type=seconds, default=1800.0, help="seconds for the whole batch")
     wait.add_argument("--json", action="store_true")
 
     download = commands.add_parser("download", parents=[common], help="save a finished task's video")
-    download.add_argument("task_id", metavar="TASK_ID")
-    download.add_argument("-o", "--output", default="./", help="file or folder (default: this folder)")
+    download.add_argument("task_id", metavar="TASK_ID", type=str.strip)
+    download.add_argument(
+        "-o",
+        "--output",
+        default="./",
+        help="file or folder (default: this folder); - writes the file to stdout, and all text to stderr",
+    )
     download.add_argument("--variant", choices=VIDEO_VARIANTS, default="source")
+    download.add_argument(
+        "--generation", type=int, default=0, metavar="N", help="which of the task's videos, from 0"
+    )
     download.add_argument("--json", action="store_true")
 
     fake = commands.add_parser(
@@ -99,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=8787)
     fake.add_argument("--step-seconds", type=float, default=2.0, help="how long each task state lasts")
     return parser
+
+
+def seconds(text: str) -> float:
+    """An argparse type: seconds, a finite number > 0, as every `timeout=` of the SDK takes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
 
 
 def option(args: argparse.Namespace, name: str, default: Any = None) -> Any:
@@ -243,10 +266,13 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
-def error_json(task_id: str, error: SoraError) -> dict[str, Any]:
+def error_json(task_id: str | None, error: BaseException, resume: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON error object: the task (None when none was created), the error, how to resume."""
     result: dict[str, Any] = {"task_id": task_id, "error": type(error).__name__, "message": str(error)}
     if isinstance(error, TaskFailedError):
         result.update(status="FAILURE", fail_reason=error.fail_reason)
+    if resume:
+        result["resume"] = list(resume)
     return result
 
 
@@ -292,33 +318,63 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
         for name in ("width", "height", "n_frames", "n_variants", "model", "style")
         if (value := option(args, name)) is not None
     }
+    # Every check on the destination happens now, before a task is created and billed.
+    binary = binary_stdout(out) if args.output == "-" else None
+    if args.output is not None and binary is None:
+        check_destination(args.output)  # "" included: refused, never "no download"
     if option(args, "fake", False) and not args.json:
         print("Using an embedded fake server (--fake).", file=err, flush=True)
-    display = make_display(args.json, out)
+    # With -o - standard output carries the video, so every line of text goes to stderr.
+    text = err if binary is not None else out
+    display = make_display(args.json, text)
+    task: Task | None = None
+    path: pathlib.Path | None = None
+    size: int | None = None
     try:
         async with open_client(args) as client:
-            try:
-                task = await client.generate(
-                    args.prompt, timeout=args.timeout, on_progress=display.task, **options
-                )
-            except (TaskFailedError, WaitTimeoutError) as exc:
-                display.close()
-                if args.json:
-                    print(json.dumps(error_json(exc.task_id, exc)), file=out)
-                raise
-            path = None
-            if args.output:
+            task = await client.generate(
+                args.prompt, timeout=args.timeout, on_progress=display.task, **options
+            )
+            if binary is not None:
+                size = await write_video(client, task, binary, on_progress=display.bytes)
+            elif args.output is not None:
                 path = await client.download(task, args.output, on_progress=display.bytes)
+                size = path.stat().st_size
+    except BaseException as exc:
+        display.close()
+        task_id = task.task_id if task is not None else created_task_id(exc)
+        resume: list[str] = []
+        if task_id is not None and not isinstance(exc, TaskFailedError):  # a failed task is over
+            # The task exists and is billed: never end without saying how to get it.
+            resume = resume_commands(task_id, args.output, downloading=task is not None)
+            print(f"task {task_id} was created and is billed; to resume:", file=err)
+            for command in resume:
+                print(f"  {command}", file=err)
+        if args.json:  # Ctrl-C included: the task id must reach whoever reads the JSON
+            print(json.dumps(error_json(task_id, exc, resume)), file=text)
+        raise
     finally:
         display.close()
-    size = path.stat().st_size if path is not None else None
     if args.json:
-        print(json.dumps({**task_json(task), "file": str(path) if path else None, "bytes": size}), file=out)
+        print(json.dumps({**task_json(task), "file": str(path) if path else None, "bytes": size}), file=text)
     else:
-        print(f"video: {task.video_url}", file=out)
+        print(f"video: {task.video_url}", file=text)
         if path is not None:
-            print(f"saved: {path} ({size:,} bytes)", file=out)
+            print(f"saved: {path} ({size:,} bytes)", file=text)
+        elif binary is not None:
+            print(f"wrote {size:,} bytes to standard output", file=text)
     return EXIT_OK
+
+
+def resume_commands(task_id: str, output: str | None, *, downloading: bool) -> list[str]:
+    """The commands that pick a created task up again: wait for it, then download it."""
+    quoted = shlex.quote(task_id)
+    commands = [] if downloading else [f"sora-async wait {quoted}"]
+    if output:
+        commands.append(f"sora-async download {quoted} -o {shlex.quote(output)}")
+    elif downloading:
+        commands.append(f"sora-async status {quoted}")
+    return commands
 
 
 async def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -377,20 +433,73 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_FAILED if failed else EXIT_TIMEOUT if timed_out else EXIT_OK
 
 
+async def write_video(
+    client: SoraClient,
+    task_or_id: Task | str,
+    binary: IO[bytes],
+    *,
+    variant: Variant = "source",
+    generation: int = 0,
+    on_progress: Callable[[int, int | None], object] | None = None,
+) -> int:
+    """Stream a finished task's file into a binary stream, such as `sys.stdout.buffer`.
+
+    Writes run in a worker thread, so a slow reader of a pipe never stalls
+    the event loop. Returns the bytes written. Raises as `SoraClient.stream_video`
+    does, and `OSError` from the stream (a closed pipe is `BrokenPipeError`).
+    """
+    async with client.stream_video(task_or_id, variant=variant, generation=generation) as video:
+        async for chunk in video:
+            await asyncio.to_thread(binary.write, chunk)
+            if on_progress is not None:
+                on_progress(video.received, video.size)
+        await asyncio.to_thread(binary.flush)
+        return video.received
+
+
+def binary_stdout(out: IO[str]) -> IO[bytes]:
+    """The byte stream under the text stream `out`, for `-o -`.
+
+    Raises:
+        ValueError: `out` is a terminal (a video would garble it), or has no byte stream.
+    """
+    buffer: IO[bytes] | None = getattr(out, "buffer", None)
+    if buffer is None:
+        raise ValueError("-o - needs a standard output that takes bytes")
+    if out.isatty():
+        raise ValueError("refusing to write a video to a terminal: redirect standard output, or use -o FILE")
+    return buffer
+
+
 async def cmd_download(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    display = make_display(args.json, out)
+    # With -o - standard output carries the video, so every line of text goes to stderr.
+    binary = binary_stdout(out) if args.output == "-" else None
+    report = err if binary is not None else out
+    display = make_display(args.json, report)
+    received = 0
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal received
+        received = done
+        display.bytes(done, total)
+
+    choice = {"variant": args.variant, "generation": args.generation}
     try:
         async with open_client(args) as client:
-            path = await client.download(
-                args.task_id, args.output, variant=args.variant, on_progress=display.bytes
-            )
+            if binary is not None:
+                await write_video(client, args.task_id, binary, **choice, on_progress=progress)
+                where = "-"
+            else:
+                path = await client.download(args.task_id, args.output, **choice, on_progress=progress)
+                where = str(path)
     finally:
         display.close()
-    size = path.stat().st_size
     if args.json:
-        print(json.dumps({"task_id": args.task_id, "file": str(path), "bytes": size}), file=out)
+        print(json.dumps({"task_id": args.task_id, "file": where, "bytes": received}), file=report)
+    elif binary is not None:
+        print(f"wrote {received:,} bytes to standard output", file=report)
     else:
-        print(f"saved: {path} ({size:,} bytes)", file=out)
+        print(f"saved: {where} ({received:,} bytes)", file=report)
     return EXIT_OK
 
 
