@@ -40,7 +40,7 @@ bench: $(STAMP)
 
 # Longer runs of what `make test` checks briefly.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest --timeout=0 tests/test_fuzz.py
 
 soak: $(STAMP)
 	SORA_SOAK_TASKS=2000 $(BIN)/python -m pytest -s tests/test_soak.py

@@ -33,8 +33,8 @@ async def run_python(code: str, env: dict[str, str], *args: str, cwd: str | None
 
 
 def test_readme_has_the_examples() -> None:
-    """The README shows a quickstart, a batch, a download and a testing example."""
-    assert len(python_blocks()) == 4
+    """The README shows a quickstart, a batch, a download, bytes and a stream, and a testing example."""
+    assert len(python_blocks()) == 5
 
 
 async def test_quickstart_runs_against_fake_server() -> None:
@@ -68,7 +68,7 @@ async def test_batch_example_runs_against_fake_server() -> None:
 
 async def test_testing_example_runs() -> None:
     """The sora_async.testing example runs on its own and prints what it promises."""
-    code, output = await run_python(python_blocks()[3], dict(os.environ))
+    code, output = await run_python(python_blocks()[4], dict(os.environ))
     assert code == 0, output
     assert "failed as scripted: moderation" in output
     assert "polls: 2 creates: 2" in output
@@ -82,6 +82,14 @@ async def test_download_example_runs(tmp_path: pathlib.Path) -> None:
         code, output = await run_python(python_blocks()[2], env, task_id, cwd=str(tmp_path))
     assert code == 0, output
     assert output.strip() == f"saved videos/{task_id}_source.mp4 {len(sample_file('mp4'))} bytes"
+
+
+async def test_bytes_and_stream_example_runs() -> None:
+    """The bytes-and-stream example prints the thumbnail's size, then the whole video's."""
+    code, output = await run_python(python_blocks()[3], dict(os.environ))
+    assert code == 0, output
+    video = len(sample_file("mp4"))
+    assert output.split() == [str(len(sample_file("jpg"))), "source", str(video), str(video)]
 
 
 async def test_cli_example_runs(tmp_path: pathlib.Path) -> None:
