@@ -338,7 +338,9 @@ class SoraClient:
         every `SoraError` raised afterwards has `.task_id` set to the new
         task, and any other exception (an `on_progress` callback's own
         error, a cancellation) gets a note naming it (`add_note`, shown in
-        the traceback).
+        the traceback). On Python 3.10 a task awaiting a cancelled task
+        gets a fresh `CancelledError` without the note; code inside the
+        cancelled task sees it.
 
         Raises:
             TaskFailedError: The task ended in FAILURE.

@@ -65,21 +65,36 @@ def _policy_loop() -> asyncio.AbstractEventLoop | None:
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
+_STRAY_LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
-    """Close the event loop looptime's plugin makes for a test that is not async.
+    """Keep, and close at the end of the session, the event loop looptime's plugin makes for a plain test.
 
     looptime calls `asyncio.get_event_loop()` for every test function, which
-    sets a new loop on the policy for a plain one and never closes it. The
-    next async test replaces that loop, and whenever the garbage collector
-    finds it, its ResourceWarning (an error under filterwarnings) fails
-    whichever test is running then.
+    sets a new loop on the policy for a test that is not async and never
+    closes it. The next async test replaces that loop, and whenever the
+    garbage collector then finds it, its ResourceWarning (an error under
+    filterwarnings) fails whichever test is running. Holding a reference
+    until the session ends moves that to a clean close. Where no loop is set
+    at all, one is set here first: `get_event_loop()` creating it would warn
+    on Python 3.12 (an error here too).
     """
     before = _policy_loop()
+    if before is None:  # what looptime's get_event_loop() would create, with a warning on 3.12
+        before = asyncio.new_event_loop()
+        asyncio.set_event_loop(before)
+        _STRAY_LOOPS.append(before)
     try:
         return (yield)
     finally:
         after = _policy_loop()
-        if after is not None and after is not before and not after.is_running() and not after.is_closed():
-            after.close()
-            asyncio.set_event_loop(None)
+        if after is not None and after is not before and after not in _STRAY_LOOPS:
+            _STRAY_LOOPS.append(after)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for loop in _STRAY_LOOPS:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
