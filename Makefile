@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-pythons lint unit demo bench fuzz soak clean
+.PHONY: test test-pythons lint unit demo dist bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,25 @@ PYTHONS ?= 3.10 3.12 3.13
 test-pythons:
 	bash .ci/test-pythons $(PYTHONS)
 
+# The demo has its own venv with only what a user installs: the package and its
+# `cli` extra, installed as the README says (not editable, no development tools).
+# It is reinstalled whenever a file of the package changes.
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+$(DEMO_STAMP): pyproject.toml $(shell find sora_async -type f ! -name '*.pyc')
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet '.[cli]'  # pip reinstalls a local folder every time
+	touch $(DEMO_STAMP)
+
 # With COMETAPI_KEY set this calls the real API; without it, an embedded fake.
 DEMO_PROMPT ?= a paper boat drifting down a rainy city street at golden hour
-demo: $(STAMP)
-	$(BIN)/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/
+
+# A wheel in dist/, to install elsewhere with pip install 'dist/sora_async-VERSION-py3-none-any.whl[cli]'.
+dist:
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -46,4 +61,4 @@ soak: $(STAMP)
 	SORA_SOAK_TASKS=2000 $(BIN)/python -m pytest -s tests/test_soak.py
 
 clean:
-	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-* dist .mypy_cache .ruff_cache .pytest_cache

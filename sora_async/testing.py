@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -242,6 +242,12 @@ class FakeSoraServer:
         chaos: When set, a random share of API requests get transient faults
             or stall (see `Chaos`); `chaos_faults` counts them by kind.
         host, port: Where to listen; port 0 picks a free one.
+        on_request: Called once per request the server answers (API, fake
+            video host and `/_fake/` routes alike) with the method, the path
+            and query, the HTTP status, and the seconds spent answering it.
+            The status is 0 when no answer was sent (the client hung up, or
+            a fault dropped the connection). The `fake-server` command uses
+            it for its request log.
     """
 
     def __init__(
@@ -261,6 +267,7 @@ class FakeSoraServer:
         chaos: Chaos | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        on_request: Callable[[str, str, int, float], object] | None = None,
     ) -> None:
         if advance not in ("poll", "clock", "sweep"):
             raise ValueError("advance must be 'poll', 'clock' or 'sweep'")
@@ -280,8 +287,18 @@ class FakeSoraServer:
         self.host = host
         self.port = port
         self.tasks: dict[str, FakeTask] = {}
+        self.on_request = on_request
         self.requests: collections.Counter[str] = collections.Counter()
-        """Requests per task id (queries, faulted ones included), plus "create"."""
+        """API requests by key, counted on arrival, whatever the answer (429,
+        401, an injected fault or a real answer):
+
+        - `"create"`: each `POST /sora/v1/videos`;
+        - a task id: each `GET /sora/v1/videos/{task_id}` of that id, unknown
+          ids included (`polls(task_id)` reads this).
+
+        Requests to the fake video host (`/_fake/cdn/...`) and to `/_fake/stats`
+        and `/_fake/tasks` are not counted here; `recorded` holds every request.
+        """
         self.recorded: collections.deque[RecordedRequest] = collections.deque(maxlen=1000)
         """The last 1,000 requests, headers included."""
         self.rate_limit = rate_limit
@@ -322,7 +339,11 @@ class FakeSoraServer:
         # injected delay) instead of leaving it to run on.
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True)
         await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:  # such as a taken port: leave nothing half set up
+            await runner.cleanup()
+            raise
         self._runner = runner
 
     async def close(self) -> None:
@@ -477,13 +498,31 @@ class FakeSoraServer:
     # --- HTTP --------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._report] if self.on_request is not None else [])
         app.router.add_post("/sora/v1/videos", self._handle_create)
         app.router.add_get("/sora/v1/videos/{task_id}", self._handle_query)
         app.router.add_get("/_fake/cdn/{task_id}/{variant}", self._handle_cdn)
         app.router.add_get("/_fake/stats", self._handle_stats)
         app.router.add_post("/_fake/tasks", self._handle_add_tasks)
         return app
+
+    @web.middleware
+    async def _report(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Pass each answered request to `on_request`: method, path, status, seconds."""
+        started = time.perf_counter()
+        status = 0
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # such as the 404 of an unknown path
+            status = exc.status
+            raise
+        finally:
+            if self.on_request is not None:
+                self.on_request(request.method, request.path_qs, status, time.perf_counter() - started)
 
     async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats())
