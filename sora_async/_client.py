@@ -430,6 +430,8 @@ class SoraClient:
             TypeError: `generation` or `timeout` is not a number.
             APITimeoutError: `timeout` passed while fetching the task.
             URLExpiredError: The video host refused the URL (HTTP 403).
+            DownloadTimeoutError: `timeout` passed during the transfer, or the
+                host sent nothing for 60 s (a `DownloadError` and a `TimeoutError`).
             DownloadError: The task has no such generation or file, the
                 destination cannot be written (before any transfer when that
                 can be known; an `OSError` is the cause), or the transfer failed.

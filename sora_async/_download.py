@@ -26,7 +26,7 @@ import aiohttp
 import anyio
 
 from ._download_plan import Destination, DownloadPlan, check_destination, url_expiry
-from ._errors import ClientClosedError, DownloadError, SoraError, URLExpiredError
+from ._errors import ClientClosedError, DownloadError, DownloadTimeoutError, SoraError, URLExpiredError
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -76,7 +76,8 @@ class VideoStream:
 
     Iteration raises:
         DownloadError: The body is longer or shorter than announced, over
-            the byte limit, cut off (`retryable`), or timed out.
+            the byte limit, or cut off (`retryable`).
+        DownloadTimeoutError: The transfer timed out (a `DownloadError`).
         ClientClosedError: The client was closed during the transfer.
         RuntimeError: The stream is read after its block ended.
     """
@@ -201,8 +202,9 @@ async def open_video(
 
     Raises:
         URLExpiredError: The host answered 403 (signed URLs expire).
-        DownloadError: Another status, a network error (`retryable`), a
-            timeout, or a size over `max_bytes` or unlike the task's.
+        DownloadError: Another status, a network error (`retryable`), or a
+            size over `max_bytes` or unlike the task's.
+        DownloadTimeoutError: The request timed out (a `DownloadError`).
         ClientClosedError: The client was closed.
     """
     limits = aiohttp.ClientTimeout(total=total_seconds, sock_connect=30, sock_read=60)
@@ -251,7 +253,7 @@ def _transfer_error(
     if closed():  # aclose() closed the session under the transfer
         return _closed_error(plan)
     if isinstance(exc, asyncio.TimeoutError):
-        return DownloadError(f"downloading task {plan.task_id} timed out after {received} bytes")
+        return DownloadTimeoutError(f"downloading task {plan.task_id} timed out after {received} bytes")
     error = DownloadError(
         f"downloading task {plan.task_id} failed after {received} bytes: {type(exc).__name__}"
     )

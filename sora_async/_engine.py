@@ -237,7 +237,13 @@ async def poll_step(
         # Kept until the next answer (see `last_error`), without the traceback,
         # whose finished frames would keep the response body alive meanwhile.
         exc.with_traceback(None)
-        logger.debug("poll of %s failed (%s); retry in %.2f s", state.task_id, type(exc).__name__, at - now)
+        logger.debug(
+            "poll of %s failed (%s); retry in %.2f s",
+            state.task_id,
+            type(exc).__name__,
+            at - now,
+            extra={"sora_retry": (f"poll of {state.task_id}", exc, at - now)},
+        )
         return None, False, at
     state.count_poll(sent)
     now = gate.now()

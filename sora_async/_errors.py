@@ -19,6 +19,7 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     ├── ClientClosedError         the client was closed (also a RuntimeError)
     ├── EventLoopMismatchError    used from an event loop it cannot serve (also a RuntimeError)
     └── DownloadError             a video could not be saved
+        ├── DownloadTimeoutError  the transfer ran out of time (also a TimeoutError)
         └── URLExpiredError       the CDN refused the signed URL (403): fetch the task again
 
 Each error has `retryable`: whether sending the same request again may
@@ -41,6 +42,7 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "DownloadError",
+    "DownloadTimeoutError",
     "EventLoopMismatchError",
     "InvalidTaskIdError",
     "PermissionDeniedError",
@@ -123,7 +125,7 @@ class APIError(SoraError):
         parts = [f"HTTP {self.status_code}"]
         if self.code:
             parts.append(f"code={self.code}")
-        if self.request_id:
+        if self.request_id and self.request_id not in self.message:  # the gateway's 401 names it
             parts.append(f"request_id={self.request_id}")
         return f"{self.message} ({', '.join(parts)})"
 
@@ -257,6 +259,13 @@ class DownloadError(SoraError):
     A file destination is left as it was (nothing new under its name); a
     device or FIFO destination, which is written into directly, may have
     received part of the body.
+    """
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """A download ran out of time: its `timeout=`, or 60 s without a byte from the video host.
+
+    Also a `TimeoutError`, like `APITimeoutError` and `WaitTimeoutError`.
     """
 
 

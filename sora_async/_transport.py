@@ -282,6 +282,7 @@ class Transport:
                     attempt,
                     self._max_retries,
                     delay,
+                    extra={"sora_retry": (f"{method} {path}", exc, delay)},
                 )
                 await gate.sleep_until(gate.now() + delay)
 

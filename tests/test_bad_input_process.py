@@ -32,6 +32,7 @@ from sora_async import (
     BadRequestError,
     ClientClosedError,
     DownloadError,
+    DownloadTimeoutError,
     EventLoopMismatchError,
     InvalidTaskIdError,
     PermissionDeniedError,
@@ -76,6 +77,7 @@ ERRORS: list[SoraError] = [
     ClientClosedError("closed", task_id="task_3"),
     EventLoopMismatchError("other loop"),
     DownloadError("disk full"),
+    DownloadTimeoutError("stalled"),
     URLExpiredError("expired"),
 ]
 
@@ -88,7 +90,7 @@ def test_the_table_holds_every_public_error_class() -> None:
         if isinstance(value := getattr(sora_async, name), type) and issubclass(value, SoraError)
     }
     assert {type(error) for error in ERRORS} == public
-    assert len(public) == 18
+    assert len(public) == 19
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)

@@ -114,11 +114,11 @@ async def test_invalid_values_exit_2_not_4(server: FakeSoraServer) -> None:
 
 
 async def test_status_lines_and_json(server: FakeSoraServer) -> None:
-    """status prints a line per task, or one JSON document; an unknown id makes it exit 1."""
+    """status prints a line per task, or one JSON document; an unknown id makes it exit 5."""
     done = server.add_task(timeline=[("SUCCESS", "100%")])
     failed = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="nope")
     code, out, _ = await run_cli("status", done, failed, "task_missing", *against(server))
-    assert code == cli.EXIT_FAILED
+    assert code == cli.EXIT_NOT_FOUND  # outranks the FAILURE
     lines = out.splitlines()
     assert lines[0].startswith(f"{done} SUCCESS 100% http")
     assert lines[1] == f"{failed} FAILURE 100% (nope)"

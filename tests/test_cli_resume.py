@@ -64,7 +64,7 @@ async def test_a_download_failure_after_success_says_how_to_download_again(
     server.inject(Fault(500, "CDN down", content_type="text/plain"), route="cdn")
     code, _, err = await run_cli("generate", "a boat", *against(server), "-o", str(tmp_path))
     task_id = created(server)
-    assert code == cli.EXIT_FAILED
+    assert code == cli.EXIT_CONNECTION  # the video host's 5xx is a server error
     assert f"sora-async download {task_id} -o {tmp_path}" in err
     assert "sora-async wait" not in err  # the task is done; only the file is missing
 

@@ -68,7 +68,7 @@ async def test_dash_writes_the_video_to_stdout_and_text_to_stderr(server: FakeSo
 
 
 async def test_dash_with_json_puts_the_document_on_stderr(server: FakeSoraServer) -> None:
-    """With --json and -o -, the JSON summary goes to stderr, since stdout holds the video."""
+    """With --json and -o -, the progress lines and then the summary go to stderr: stdout holds the video."""
     task_id = server.add_task(timeline=[("SUCCESS", "100%")])
     code, out, err = await run_cli(
         "download", task_id, "-o", "-", "--variant", "thumbnail", "--json", *against(server)
@@ -76,7 +76,10 @@ async def test_dash_with_json_puts_the_document_on_stderr(server: FakeSoraServer
     assert code == cli.EXIT_OK
     assert isinstance(out, BinaryStdout)
     assert out.written() == sample_file("jpg")
-    assert json.loads(err) == {"task_id": task_id, "file": "-", "bytes": len(sample_file("jpg"))}
+    *progress, summary = [json.loads(line) for line in err.splitlines()]
+    assert summary == {"task_id": task_id, "file": "-", "bytes": len(sample_file("jpg"))}
+    assert progress
+    assert all(line["event"] == "bytes" for line in progress)
 
 
 async def test_dash_refuses_a_terminal(server: FakeSoraServer) -> None:

@@ -1,0 +1,78 @@
+"""The CLI's progress under --json (JSON lines on stderr) and what `wait` says after Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sora_async import cli
+from sora_async.testing import FakeSoraServer
+
+from .conftest import eventually
+from .test_cli import KEY, against, run_cli
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeSoraServer]:
+    async with FakeSoraServer(api_key=KEY) as fake:
+        yield fake
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert all(isinstance(line, dict) and "event" in line for line in lines)
+    return lines
+
+
+async def test_generate_json_puts_one_progress_object_per_change_on_stderr(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    """stdout stays one document; stderr has a "task" line per change and "bytes" lines for the file."""
+    server.script_next([("IN_PROGRESS", "50%"), ("SUCCESS", "100%")])
+    code, out, err = await run_cli("generate", "a boat", *against(server), "--json", "-o", str(tmp_path))
+    assert code == cli.EXIT_OK, err
+    document = json.loads(out)
+    events = json_lines(err)
+    statuses = [e["status"] for e in events if e["event"] == "task"]
+    assert statuses == ["IN_PROGRESS", "SUCCESS"]
+    assert all(e["task_id"] == document["task_id"] for e in events if e["event"] == "task")
+    sizes = [(e["done"], e["total"]) for e in events if e["event"] == "bytes"]
+    assert sizes[-1] == (document["bytes"], document["bytes"])
+
+
+async def test_wait_json_puts_an_outcome_line_per_task_on_stderr(server: FakeSoraServer) -> None:
+    ids = [server.add_task(timeline=[("SUCCESS", "100%")]) for _ in range(3)]
+    failed = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="moderation")
+    code, out, err = await run_cli("wait", *ids, failed, *against(server), "--json", "--timeout", "20")
+    assert code == cli.EXIT_FAILED
+    outcomes = [e for e in json_lines(err) if e["event"] == "outcome"]
+    assert sorted(e["task_id"] for e in outcomes) == sorted([*ids, failed])
+    assert sorted(e["done"] for e in outcomes) == [1, 2, 3, 4]
+    assert {e["total"] for e in outcomes} == {4}
+    assert [e["error"] for e in outcomes if e["task_id"] == failed] == ["TaskFailedError"]
+    assert len(json.loads(out)["tasks"]) == 4
+
+
+async def test_ctrl_c_during_wait_names_the_tasks_still_running_and_the_resume_command(
+    server: FakeSoraServer,
+) -> None:
+    done = server.add_task(timeline=[("SUCCESS", "100%")])
+    running = [server.add_task(timeline=[("IN_PROGRESS", "10%")] * 1000) for _ in range(2)]
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["wait", done, *running, *against(server), "--timeout", "60"]
+    call = asyncio.create_task(cli.run(argv, out=out, err=err))
+    # The finished task's outcome line (plain display, on stdout) shows it reached the loop body.
+    await eventually(lambda: all(server.polls(t) > 0 for t in running) and done in out.getvalue())
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    text = err.getvalue()
+    assert "2 task(s) still running upstream" in text
+    assert f"sora-async wait {running[0]} {running[1]}" in text
+    assert done not in text.split("sora-async wait", 1)[1]
