@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--request-timeout",
-        type=seconds,
+        type=positive_number,
         default=argparse.SUPPRESS,
         metavar="SECONDS",
         help=f"seconds one HTTP request may take (default: {DEFAULT_REQUEST_TIMEOUT:g})",
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_number,
         default=1800.0,
         metavar="SECONDS",
         help="seconds for create and wait together (default: %(default)g)",
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wait.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_number,
         default=1800.0,
         metavar="SECONDS",
         help="seconds for the whole batch (default: %(default)g)",
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument(
         "--timeout",
-        type=seconds,
+        type=positive_number,
         metavar="SECONDS",
         help="seconds for the whole download (default: none, but 60 s without a byte fails)",
     )
@@ -273,19 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def seconds(text: str) -> float:
-    """An argparse type: seconds, a finite number > 0, as every `timeout=` of the SDK takes."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
-    return value
-
-
 def positive_number(text: str) -> float:
-    """An argparse type: a finite number > 0."""
+    """An argparse type: a finite number > 0, as every `timeout=` of the SDK takes for seconds."""
     try:
         value = float(text)
     except ValueError:
@@ -331,13 +320,27 @@ class Display(Protocol):
     def close(self) -> None: ...
 
 
+class Tenths:
+    """When a download's byte count is worth a line: the first chunk, each new tenth, and the end."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def due(self, done: int, total: int | None) -> bool:
+        tenth = done * 10 // total if total else -1
+        if tenth == self._last and not (total is not None and done >= total):
+            return False
+        self._last = tenth
+        return True
+
+
 class PlainDisplay:
     """One line per change, for logs and pipes."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.started = time.monotonic()
-        self._last_reported = -1
+        self._tenths = Tenths()
 
     def _line(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.stream, flush=True)
@@ -346,10 +349,7 @@ class PlainDisplay:
         self._line(describe(task))
 
     def bytes(self, done: int, total: int | None) -> None:
-        # A line per tenth, not per chunk.
-        tenth = done * 10 // total if total else -1
-        if tenth != self._last_reported or (total is not None and done >= total):
-            self._last_reported = tenth
+        if self._tenths.due(done, total):  # a line per tenth, not per chunk
             self._line(f"downloaded {done:,} of {total:,} bytes" if total else f"downloaded {done:,} bytes")
 
     def outcome(self, task_id: str, outcome: Task | SoraError, done: int, total: int) -> None:
@@ -407,7 +407,7 @@ class JsonLinesDisplay:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
-        self._last_reported = -1
+        self._tenths = Tenths()
 
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
         print(json.dumps({"event": event, **fields}), file=self.stream, flush=True)
@@ -416,9 +416,7 @@ class JsonLinesDisplay:
         self._emit("task", task_json(task))
 
     def bytes(self, done: int, total: int | None) -> None:
-        tenth = done * 10 // total if total else -1
-        if tenth != self._last_reported or (total is not None and done >= total):
-            self._last_reported = tenth
+        if self._tenths.due(done, total):
             self._emit("bytes", {"done": done, "total": total})
 
     def outcome(self, task_id: str, outcome: Task | SoraError, done: int, total: int) -> None:

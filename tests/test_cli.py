@@ -154,7 +154,8 @@ async def test_download_command(server: FakeSoraServer, tmp_path: pathlib.Path) 
 
 
 async def run_subprocess(*argv: str, interrupt_after: str | None = None) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "COMETAPI_KEY"}
+    """`python -m sora_async` without the caller's COMETAPI_* settings; SIGINT after a line if asked."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COMETAPI_KEY", "COMETAPI_BASE_URL")}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -6,14 +6,14 @@ import argparse
 import asyncio
 import io
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
 from sora_async import cli
 from sora_async.testing import FakeSoraServer, Fault
+
+from .test_cli import run_subprocess
 
 KEY = "sk-cli-errors-key-12"
 
@@ -248,22 +248,6 @@ async def test_the_wrong_key_prints_the_request_id_once(server: FakeSoraServer) 
     code, _, err = await run_cli("status", "task_1", "--base-url", server.url, "--api-key", "wrong")
     assert code == cli.EXIT_CONFIG
     assert err.count("fake-req-") == 1, err
-
-
-async def run_subprocess(*argv: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COMETAPI_KEY", "COMETAPI_BASE_URL")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sora_async",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_exit_codes_as_a_subprocess(server: FakeSoraServer, tmp_path: object) -> None:

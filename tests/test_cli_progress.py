@@ -76,3 +76,12 @@ async def test_ctrl_c_during_wait_names_the_tasks_still_running_and_the_resume_c
     assert "2 task(s) still running upstream" in text
     assert f"sora-async wait {running[0]} {running[1]}" in text
     assert done not in text.split("sora-async wait", 1)[1]
+
+
+def test_byte_progress_reports_the_first_chunk_each_tenth_and_the_end() -> None:
+    """A line at the first chunk, each new tenth and the end; the first chunk of an unknown total too."""
+    tenths = cli.Tenths()
+    due = [done for done in range(0, 1001, 25) if tenths.due(done, 1000)]
+    assert due == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    unknown = cli.Tenths()
+    assert [unknown.due(done, None) for done in (10, 20, 30)] == [True, False, False]
