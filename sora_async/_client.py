@@ -391,6 +391,7 @@ class SoraClient:
         generation: int = 0,
         on_progress: DownloadProgress | None = None,
         timeout: float | None = None,
+        overwrite: bool = True,
     ) -> pathlib.Path:
         """Save a finished task's video (or image) to a file, streaming it in chunks.
 
@@ -420,6 +421,15 @@ class SoraClient:
             timeout: Seconds for the whole download, fetching the task
                 included; None for no limit (a stalled transfer still fails
                 after 60 s without data).
+            overwrite: Whether an existing file may be replaced (default
+                True, as before). With False, a file already under the final
+                name (`dest`, or the file inside the folder `dest`; a symlink
+                to a file counts) is refused before the video host is asked
+                for anything, and a file that appears there during the
+                transfer is kept and not replaced: the finished download is
+                linked into place only if the name is still free. A device
+                or FIFO is written into, never replaced, so it is not
+                concerned.
 
         Returns:
             The path written, as named (`dest`, or the file inside the folder `dest`).
@@ -432,6 +442,10 @@ class SoraClient:
             URLExpiredError: The video host refused the URL (HTTP 403).
             DownloadTimeoutError: `timeout` passed during the transfer, or the
                 host sent nothing for 60 s (a `DownloadError` and a `TimeoutError`).
+            DestinationExistsError: `overwrite` is False and the file exists:
+                before any request to the video host, or once the transfer
+                is done if it appeared meanwhile (a `DownloadError` and a
+                `FileExistsError`, with `.path`); nothing is left behind.
             DownloadError: The task has no such generation or file, the
                 destination cannot be written (before any transfer when that
                 can be known; an `OSError` is the cause), or the transfer failed.
@@ -449,6 +463,7 @@ class SoraClient:
             on_progress=on_progress,
             total_seconds=_time_left(gate, deadline),
             closed=self._is_closed,
+            overwrite=overwrite,
         )
 
     async def download_bytes(
@@ -571,6 +586,7 @@ class SoraClient:
         rate_limit: float | None = None,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Batch:
         """Wait for many tasks and yield each (task id, outcome) as soon as it is known.
 
@@ -605,6 +621,12 @@ class SoraClient:
             timeout: Seconds for the whole batch; unfinished tasks then get
                 a `WaitTimeoutError`. None waits for ever.
             poll: The `PollPolicy` for each task; defaults to the client's.
+            on_progress: Called with each task's first snapshot and then once
+                per change of its status or progress, the final one included
+                (before its outcome is yielded); may be async. It runs in the
+                poll that saw the change, holding that poll's slot of
+                `concurrency` until it returns, so keep it short. An error it
+                raises ends the iteration by being raised.
 
         Raises:
             TypeError: `task_ids` is a string or holds a non-string (nothing is sent).
@@ -623,6 +645,7 @@ class SoraClient:
             policy=poll if poll is not None else self._poll,
             budget=Budget(rate_limit, concurrency),
             timeout=timeout,
+            on_progress=on_progress,
         )
 
     async def wait_many(
@@ -633,11 +656,17 @@ class SoraClient:
         rate_limit: float | None = None,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> dict[str, Outcome]:
         """Wait for many tasks and return {task id: outcome}; see `as_completed`."""
         results: dict[str, Outcome] = {}
         async with self.as_completed(
-            task_ids, concurrency=concurrency, rate_limit=rate_limit, timeout=timeout, poll=poll
+            task_ids,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
         ) as outcomes:
             async for task_id, outcome in outcomes:
                 results[task_id] = outcome

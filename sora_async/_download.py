@@ -4,9 +4,10 @@
 `VideoStream`, the only loop over the body: it counts bytes, enforces the
 size the task announced and an optional byte limit, and maps network errors
 to `DownloadError`. Its consumers are `save_video` (a file, replaced
-atomically, or a device written into), `read_video` (bytes in memory) and
-`SoraClient.stream_video` (the caller's own loop). The session given must
-carry no credentials: the video host is not the API.
+atomically or, with `overwrite=False`, never replaced; or a device written
+into), `read_video` (bytes in memory) and `SoraClient.stream_video` (the
+caller's own loop). The session given must carry no credentials: the video
+host is not the API.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import inspect
 import os
 import pathlib
@@ -26,7 +28,14 @@ import aiohttp
 import anyio
 
 from ._download_plan import Destination, DownloadPlan, check_destination, url_expiry
-from ._errors import ClientClosedError, DownloadError, DownloadTimeoutError, SoraError, URLExpiredError
+from ._errors import (
+    ClientClosedError,
+    DestinationExistsError,
+    DownloadError,
+    DownloadTimeoutError,
+    SoraError,
+    URLExpiredError,
+)
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -48,6 +57,13 @@ larger.
 """
 
 CHUNK_SIZE = 64 * 1024
+# What link() fails with where the file system has no hard links (FAT, exFAT,
+# some FUSE and network mounts): EPERM on Linux, ENOTSUP/EOPNOTSUPP or ENOSYS
+# elsewhere. EXDEV and EMLINK cannot come from a temporary file beside its
+# target, but would mean the same: this link cannot be made.
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+)
 # How often to look again for a reader of a FIFO that has none yet (seconds).
 _FIFO_READER_CHECK = 0.05
 
@@ -296,6 +312,7 @@ async def save_video(
     on_progress: DownloadProgress | None = None,
     total_seconds: float | None = None,
     closed: Callable[[], bool] = _never,
+    overwrite: bool = True,
 ) -> pathlib.Path:
     """Download `plan.url` to `dest`, as `check_destination` describes; return the path as named.
 
@@ -308,7 +325,15 @@ async def save_video(
     before a failure stays written; a FIFO is opened once a reader has it
     open (checked every 50 ms, within `total_seconds`).
 
+    With `overwrite` False, a "file" that exists is refused before the
+    request, and the complete temporary file is committed with a hard link
+    that fails if anything appeared under the target meanwhile (a check then
+    a rename where the file system has no hard links). Devices are not
+    concerned. The temporary file is removed whatever happens.
+
     Raises:
+        DestinationExistsError: `overwrite` is False and the file exists, or
+            appeared during the transfer (then it is kept as it is).
         URLExpiredError: The host answered 403.
         DownloadError: The destination cannot be written (an `OSError` is
             the cause), or the transfer failed (see `open_video`).
@@ -316,8 +341,10 @@ async def save_video(
     """
     loop = asyncio.get_running_loop()
     deadline = None if total_seconds is None else loop.time() + total_seconds
-    destination = await anyio.to_thread.run_sync(check_destination, dest, plan.file_name)
-    sink = await _Sink.open(destination, deadline)
+    destination = await anyio.to_thread.run_sync(
+        functools.partial(check_destination, dest, plan.file_name, overwrite=overwrite)
+    )
+    sink = await _Sink.open(destination, deadline, overwrite=overwrite)
     try:
         remaining = None if deadline is None else max(0.001, deadline - loop.time())
         async with open_video(session, plan, total_seconds=remaining, closed=closed) as video:
@@ -337,26 +364,35 @@ async def save_video(
 class _Sink:
     """An open destination: a temporary file to rename over the target, or a device."""
 
-    __slots__ = ("_deadline", "_destination", "_file", "_temporary")
+    __slots__ = ("_deadline", "_destination", "_file", "_overwrite", "_temporary")
 
     def __init__(
-        self, file: BinaryIO, destination: Destination, temporary: str | None, deadline: float | None = None
+        self,
+        file: BinaryIO,
+        destination: Destination,
+        temporary: str | None,
+        deadline: float | None = None,
+        *,
+        overwrite: bool = True,
     ) -> None:
         self._file = file
         self._destination = destination
         self._temporary = temporary
         self._deadline = deadline
+        self._overwrite = overwrite
 
     @classmethod
-    async def open(cls, destination: Destination, deadline: float | None) -> _Sink:
+    async def open(cls, destination: Destination, deadline: float | None, *, overwrite: bool = True) -> _Sink:
         if destination.kind == "device":
             return cls(await _open_device(destination.path, deadline), destination, None, deadline)
         if destination.kind != "file":
             raise ValueError(f"a download needs a file or a device, not a {destination.kind}")
-        return await anyio.to_thread.run_sync(cls._open_temporary, destination)
+        return await anyio.to_thread.run_sync(
+            functools.partial(cls._open_temporary, destination, overwrite=overwrite)
+        )
 
     @classmethod
-    def _open_temporary(cls, destination: Destination) -> _Sink:
+    def _open_temporary(cls, destination: Destination, *, overwrite: bool) -> _Sink:
         target = destination.target
         # A hidden name beside the target, so the rename stays on one file
         # system; cut so that it fits in NAME_MAX (255 bytes) whatever the name.
@@ -367,7 +403,7 @@ class _Sink:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise _write_error(destination, exc) from exc
-        return cls(os.fdopen(fd, "wb"), destination, temporary)
+        return cls(os.fdopen(fd, "wb"), destination, temporary, overwrite=overwrite)
 
     async def write(self, chunk: bytes) -> None:
         try:
@@ -381,6 +417,8 @@ class _Sink:
     async def commit(self) -> None:
         try:
             await anyio.to_thread.run_sync(self._finish)
+        except DestinationExistsError:  # a FileExistsError, but no write error
+            raise
         except OSError as exc:
             raise _write_error(self._destination, exc) from exc
 
@@ -389,12 +427,44 @@ class _Sink:
         if self._temporary is None:
             return
         target = self._destination.target
+        if not self._overwrite:
+            self._link_into_place(self._temporary, target)
+            self._temporary = None
+            return
         with contextlib.suppress(FileNotFoundError):
             mode = os.lstat(target).st_mode
             if not stat.S_ISREG(mode):  # it changed since check_destination
                 raise DownloadError(f"{target} is no longer a regular file; it was not replaced")
         os.replace(self._temporary, target)
         self._temporary = None
+
+    def _link_into_place(self, temporary: str, target: pathlib.Path) -> None:
+        """Give `temporary` the name `target` unless something already has it, then drop `temporary`."""
+        try:
+            # link() fails with EEXIST if anything has the name, in one step:
+            # no file created since check_destination can be lost.
+            os.link(temporary, target)
+        except FileExistsError as exc:
+            raise self._appeared() from exc
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # No hard links on this file system: check, then rename. A file
+            # created between the two is replaced; nothing better is portable
+            # (renameat2's RENAME_NOREPLACE is Linux-only and not in os).
+            if os.path.lexists(target):
+                raise self._appeared() from None
+            os.replace(temporary, target)
+            return
+        # The video is in place under its name; a temporary name left behind
+        # (it cannot be removed) must not turn that into a failure.
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+    def _appeared(self) -> DestinationExistsError:
+        path = self._destination.path
+        message = f"{path} appeared during the download and was kept; pass overwrite=True to replace it"
+        return DestinationExistsError(path, message=message)
 
     def discard(self) -> None:
         # Synchronous on purpose: a cancelled task must clean up without awaiting.

@@ -20,7 +20,7 @@ import stat
 import urllib.parse
 from typing import Literal
 
-from ._errors import DownloadError, ResponseDecodeError
+from ._errors import DestinationExistsError, DownloadError, ResponseDecodeError
 from ._models import VIDEO_VARIANTS, Task
 
 __all__ = [
@@ -172,7 +172,9 @@ class Destination:
         return f"Destination({self.kind!r}, {str(self.path)!r}, target={str(self.target)!r})"
 
 
-def check_destination(dest: str | os.PathLike[str], file_name: str | None = None) -> Destination:
+def check_destination(
+    dest: str | os.PathLike[str], file_name: str | None = None, *, overwrite: bool = True
+) -> Destination:
     """Tell how a download to `dest` will be written, or why it cannot be, without fetching anything.
 
     `dest` is a folder when it exists as one (through symlinks too) or ends
@@ -182,9 +184,10 @@ def check_destination(dest: str | os.PathLike[str], file_name: str | None = None
     written or created. What each kind of file system object becomes:
 
     - absent: created (missing parent folders too) by an atomic rename;
-    - a regular file: replaced atomically;
+    - a regular file: replaced atomically, or refused with `overwrite` False;
     - a symlink to a file: the link is resolved and its final target is
-      replaced atomically, in the target's folder; the link stays a link;
+      replaced atomically, in the target's folder; the link stays a link.
+      With `overwrite` False it is refused, as a file that exists;
     - a symlink to a folder: the folder;
     - a dangling symlink: refused, as GNU cp does: where it points may be a
       path nobody meant to create;
@@ -201,11 +204,18 @@ def check_destination(dest: str | os.PathLike[str], file_name: str | None = None
     Args:
         dest: A file path, or a folder.
         file_name: The file's name inside a folder `dest`, or None if not known yet.
+        overwrite: Whether a file already at the destination may be
+            replaced (the default). With False, one that exists is refused;
+            with `file_name` None and a folder `dest` there is no file to
+            look at yet, so only the folder is checked. A device or FIFO is
+            written into, not replaced, so this does not apply to it.
 
     Returns:
         The `Destination`.
 
     Raises:
+        DestinationExistsError: `overwrite` is False and the file (or a
+            symlink to one) exists (a `DownloadError` and a `FileExistsError`).
         DownloadError: `dest` cannot be written as described above; an
             `OSError` found on the way is its cause.
     """
@@ -222,7 +232,7 @@ def check_destination(dest: str | os.PathLike[str], file_name: str | None = None
             _check_folder(path)
             return Destination("folder", path, path)
         path = path / file_name
-    return _check_file(path)
+    return _check_file(path, overwrite=overwrite)
 
 
 def _is_folder(path: pathlib.Path) -> bool:
@@ -232,7 +242,7 @@ def _is_folder(path: pathlib.Path) -> bool:
         return False
 
 
-def _check_file(path: pathlib.Path) -> Destination:
+def _check_file(path: pathlib.Path, *, overwrite: bool) -> Destination:
     try:
         mode = os.stat(path).st_mode  # follows symlinks
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -246,6 +256,8 @@ def _check_file(path: pathlib.Path) -> Destination:
     except OSError as exc:
         raise DownloadError(f"cannot write to {path}: {_reason(exc)}") from exc
     if stat.S_ISREG(mode):
+        if not overwrite:
+            raise DestinationExistsError(path)
         target = pathlib.Path(os.path.realpath(path)) if os.path.islink(path) else path
         _check_folder(target.parent)
         return Destination("file", path, target)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import inspect
 import itertools
 import logging
 import math
@@ -359,8 +360,10 @@ class Batch:
         policy: PollPolicy,
         budget: Budget,
         timeout: float | None,
+        on_progress: Callable[[Task], object] | None = None,
     ) -> None:
         self._counts = counts
+        self._on_progress = on_progress
         self._bind = bind
         self._poll_once = poll
         self._retry = retry
@@ -544,7 +547,7 @@ class Batch:
 
     async def _poll(self, gate: Gate, state: WaitState) -> None:
         try:
-            task, _, at = await poll_step(state, gate, self._poll_once, self._retry)
+            task, changed, at = await poll_step(state, gate, self._poll_once, self._retry)
         except SoraError as exc:
             self._finish(state.task_id, exc)
             return
@@ -553,6 +556,16 @@ class Batch:
         except BaseException as exc:
             self._fail(exc)
             return
+        if changed and task is not None and self._on_progress is not None:
+            try:  # the callback's own error, a SoraError included, is not the task's outcome
+                result = self._on_progress(task)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                self._fail(exc)
+                return
         if task is not None and task.is_terminal:
             self._finish(state.task_id, outcome_of(task))
         elif at is None:

@@ -3,24 +3,25 @@
 Every exception the SDK raises on purpose derives from `SoraError`::
 
     SoraError
-    ├── APIError                  the API answered with an error
-    │   ├── BadRequestError       400, and other 4xx answers the SDK has no class for
-    │   │   └── TaskNotFoundError the gateway's 400 `task_not_exist`
-    │   ├── AuthenticationError   401: a bad or missing key
-    │   ├── PermissionDeniedError 403, `quota_not_enough` among them
-    │   ├── RateLimitError        429, with `.retry_after`
-    │   └── ServerError           5xx, and gateway codes that mean "try again"
-    ├── APIConnectionError        no usable answer: refused, reset, truncated
-    │   └── APITimeoutError       a request or a call ran out of time (also a TimeoutError)
-    ├── ResponseDecodeError       the body is not JSON, or not the expected shape
-    ├── InvalidTaskIdError        a task id that cannot be sent (also a ValueError)
-    ├── TaskFailedError           the task ended in FAILURE              (_outcomes)
-    ├── WaitTimeoutError          a wait's deadline passed first         (_outcomes)
-    ├── ClientClosedError         the client was closed (also a RuntimeError)
-    ├── EventLoopMismatchError    used from an event loop it cannot serve (also a RuntimeError)
-    └── DownloadError             a video could not be saved
-        ├── DownloadTimeoutError  the transfer ran out of time (also a TimeoutError)
-        └── URLExpiredError       the CDN refused the signed URL (403): fetch the task again
+    ├── APIError                    the API answered with an error
+    │   ├── BadRequestError         400, and other 4xx answers the SDK has no class for
+    │   │   └── TaskNotFoundError   the gateway's 400 `task_not_exist`
+    │   ├── AuthenticationError     401: a bad or missing key
+    │   ├── PermissionDeniedError   403, `quota_not_enough` among them
+    │   ├── RateLimitError          429, with `.retry_after`
+    │   └── ServerError             5xx, and gateway codes that mean "try again"
+    ├── APIConnectionError          no usable answer: refused, reset, truncated
+    │   └── APITimeoutError         a request or a call ran out of time (also a TimeoutError)
+    ├── ResponseDecodeError         the body is not JSON, or not the expected shape
+    ├── InvalidTaskIdError          a task id that cannot be sent (also a ValueError)
+    ├── TaskFailedError             the task ended in FAILURE              (_outcomes)
+    ├── WaitTimeoutError            a wait's deadline passed first         (_outcomes)
+    ├── ClientClosedError           the client was closed (also a RuntimeError)
+    ├── EventLoopMismatchError      used from an event loop it cannot serve (also a RuntimeError)
+    └── DownloadError               a video could not be saved
+        ├── DestinationExistsError  a file is already there and overwrite=False (also a FileExistsError)
+        ├── DownloadTimeoutError    the transfer ran out of time (also a TimeoutError)
+        └── URLExpiredError         the CDN refused the signed URL (403): fetch the task again
 
 Each error has `retryable`: whether sending the same request again may
 succeed, and `task_id`: the task it concerns when one is known. An error
@@ -34,6 +35,10 @@ that this module depends on nothing.
 
 from __future__ import annotations
 
+import errno
+import os
+import pathlib
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -41,6 +46,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
+    "DestinationExistsError",
     "DownloadError",
     "DownloadTimeoutError",
     "EventLoopMismatchError",
@@ -123,7 +129,7 @@ class APIError(SoraError):
 
     def __str__(self) -> str:
         parts = [f"HTTP {self.status_code}"]
-        if self.code:
+        if self.code and self.code != self.message:  # the gateway's 400 says task_not_exist as both
             parts.append(f"code={self.code}")
         if self.request_id and self.request_id not in self.message:  # the gateway's 401 names it
             parts.append(f"request_id={self.request_id}")
@@ -260,6 +266,34 @@ class DownloadError(SoraError):
     device or FIFO destination, which is written into directly, may have
     received part of the body.
     """
+
+
+class DestinationExistsError(DownloadError, FileExistsError):
+    """The destination already exists and the download was asked not to replace it (`overwrite=False`).
+
+    Raised by `check_destination` and before any request to the video host
+    when something is already there, or when the transfer is done and a file
+    appeared under the name meanwhile; that file is kept as it is. Also a
+    `FileExistsError`, with `errno` `EEXIST` and `filename` set.
+
+    Attributes:
+        path: The destination as named (the file inside a folder `dest`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, message: str | None = None) -> None:
+        self.path = pathlib.Path(path)
+        super().__init__(message or f"{self.path} already exists; pass overwrite=True to replace it")
+        # Only as attributes: OSError's (errno, strerror, filename) arguments
+        # would change `args`, which every SoraError keeps as (message,).
+        self.errno = errno.EEXIST
+        self.strerror = os.strerror(errno.EEXIST)
+        self.filename = os.fspath(self.path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # OSError keeps errno, strerror and filename outside __dict__; the
+        # third item goes through BaseException.__setstate__, which sets them.
+        state = {"errno": self.errno, "strerror": self.strerror, "filename": self.filename}
+        return (*super().__reduce__(), state)
 
 
 class DownloadTimeoutError(DownloadError, TimeoutError):

@@ -31,6 +31,7 @@ from sora_async import (
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
+    DestinationExistsError,
     DownloadError,
     DownloadTimeoutError,
     EventLoopMismatchError,
@@ -77,6 +78,7 @@ ERRORS: list[SoraError] = [
     ClientClosedError("closed", task_id="task_3"),
     EventLoopMismatchError("other loop"),
     DownloadError("disk full"),
+    DestinationExistsError("videos/clip.mp4"),
     DownloadTimeoutError("stalled"),
     URLExpiredError("expired"),
 ]
@@ -90,7 +92,7 @@ def test_the_table_holds_every_public_error_class() -> None:
         if isinstance(value := getattr(sora_async, name), type) and issubclass(value, SoraError)
     }
     assert {type(error) for error in ERRORS} == public
-    assert len(public) == 19
+    assert len(public) == 20
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)

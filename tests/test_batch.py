@@ -232,3 +232,72 @@ async def test_cancelling_the_consumer_stops_all_polling(server: FakeSoraServer)
         assert left == []
         await asyncio.sleep(0.2)  # time for a stray poll to show itself
         assert len([t for t in started if t > stopped]) == 0
+
+
+async def test_on_progress_sees_each_change_of_every_task_before_its_outcome(
+    server: FakeSoraServer, client: SoraClient
+) -> None:
+    """Each task's first snapshot and each change, the final one included, come before its outcome."""
+    steps = [("QUEUED", "20%"), ("IN_PROGRESS", "50%"), ("SUCCESS", "100%")]
+    ids = [server.add_task(timeline=steps) for _ in range(3)]
+    failed = server.add_task(timeline=[("QUEUED", "20%"), ("FAILURE", "100%")])
+    seen: dict[str, list[str]] = collections.defaultdict(list)
+    order: list[tuple[str, str]] = []
+
+    def progress(task: Task) -> None:
+        seen[task.task_id].append(task.raw_status)
+        order.append(("snapshot", task.task_id))
+
+    async with client.as_completed([*ids, failed], on_progress=progress) as outcomes:
+        async for task_id, _ in outcomes:
+            order.append(("outcome", task_id))
+    for task_id in ids:
+        assert seen[task_id] == ["QUEUED", "IN_PROGRESS", "SUCCESS"]  # polled each state once or more
+    assert seen[failed] == ["QUEUED", "FAILURE"]
+    for task_id in [*ids, failed]:
+        assert order.index(("outcome", task_id)) > max(
+            n for n, (kind, t) in enumerate(order) if t == task_id and kind == "snapshot"
+        )
+
+
+async def test_on_progress_may_be_async_and_wait_many_takes_it(
+    server: FakeSoraServer, client: SoraClient
+) -> None:
+    ids = [server.add_task(timeline=[("QUEUED", "20%"), ("SUCCESS", "100%")]) for _ in range(5)]
+    seen: list[str] = []
+
+    async def progress(task: Task) -> None:
+        await asyncio.sleep(0)
+        seen.append(task.raw_status)
+
+    results = await client.wait_many(ids, on_progress=progress)
+    assert all(isinstance(outcome, Task) for outcome in results.values())
+    assert sorted(seen) == ["QUEUED"] * 5 + ["SUCCESS"] * 5
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("callback bug"), TaskNotFoundError("not the task's", status_code=400)]
+)
+async def test_an_error_in_on_progress_ends_the_iteration_and_is_not_an_outcome(
+    server: FakeSoraServer, client: SoraClient, error: Exception
+) -> None:
+    """The callback's own error is raised by the iteration, even a SoraError, and no poll goes on."""
+    ids = [server.add_task(timeline=[("QUEUED", "20%")] * 1000) for _ in range(3)]
+
+    def progress(task: Task) -> None:
+        raise error
+
+    outcomes: list[object] = []
+
+    async def consume() -> None:
+        async with client.as_completed(ids, on_progress=progress) as batch:
+            async for _, outcome in batch:
+                outcomes.append(outcome)
+
+    with pytest.raises(type(error)) as raised:
+        await consume()
+    assert raised.value is error
+    assert outcomes == []
+    polls = sum(server.polls(t) for t in ids)
+    await asyncio.sleep(0.1)
+    assert sum(server.polls(t) for t in ids) == polls

@@ -33,7 +33,12 @@ class Fake:
     @property
     def cdn_requests(self) -> int:
         """Requests that reached the fake video host."""
-        return sum(1 for r in self.server.recorded if r.path.startswith("/_fake/cdn/"))
+        return video_fetches(self.server)
+
+
+def video_fetches(server: FakeSoraServer) -> int:
+    """Requests that reached the fake video host of `server`."""
+    return sum(1 for r in server.recorded if r.path.startswith("/_fake/cdn/"))
 
 
 @pytest.fixture

@@ -284,6 +284,21 @@ def test_openai_error_carries_request_id() -> None:
     assert "Invalid token" in error.message
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"code":"task_not_exist","message":"task_not_exist","data":null}', "task_not_exist (HTTP 400)"),
+        (
+            b'{"code":"task_not_exist","message":"no such task","data":null}',
+            "no such task (HTTP 400, code=task_not_exist)",
+        ),
+    ],
+)
+def test_an_error_says_its_code_once(body: bytes, expected: str) -> None:
+    """The gateway's 400 may give the code as the message too: it is printed once."""
+    assert str(error_from_response(400, {}, body)) == expected
+
+
 def test_request_id_header_wins() -> None:
     """A request id header is used when present, in any case."""
     error = error_from_response(500, {"x-request-id": "hdr-1"}, b"")
