@@ -289,15 +289,16 @@ class FakeSoraServer:
         self.tasks: dict[str, FakeTask] = {}
         self.on_request = on_request
         self.requests: collections.Counter[str] = collections.Counter()
-        """API requests by key, counted on arrival, whatever the answer (429,
-        401, an injected fault or a real answer):
+        """API requests by key, counted on arrival, whatever the answer (a 429
+        of `rate_limit`, a 401, an injected or `chaos` fault, or a real answer):
 
-        - `"create"`: each `POST /sora/v1/videos`;
+        - `"create"`: each `POST /sora/v1/videos`, a refused body included;
         - a task id: each `GET /sora/v1/videos/{task_id}` of that id, unknown
           ids included (`polls(task_id)` reads this).
 
-        Requests to the fake video host (`/_fake/cdn/...`) and to `/_fake/stats`
-        and `/_fake/tasks` are not counted here; `recorded` holds every request.
+        A key never seen reads 0, as in any `Counter`. Requests to the fake
+        video host (`/_fake/cdn/...`) and to `/_fake/stats` and `/_fake/tasks`
+        are not counted here; `recorded` holds every request.
         """
         self.recorded: collections.deque[RecordedRequest] = collections.deque(maxlen=1000)
         """The last 1,000 requests, headers included."""
@@ -443,7 +444,8 @@ class FakeSoraServer:
         Args:
             count: How many tasks.
             duration: The (shortest, longest) time a task takes.
-            failure_rate: The share of tasks that end in FAILURE.
+            failure_rate: The share of tasks that end in FAILURE, 0 to 1:
+                exactly `round(count * failure_rate)` of them, chosen by the draws.
             never_finish: Keep every task QUEUED for ever (for memory tests).
             seed: Seeds the draws; defaults to the server's generator.
         """
@@ -451,12 +453,15 @@ class FakeSoraServer:
         low, high = duration
         if not 0 < low <= high:
             raise ValueError("duration must be (shortest, longest) with 0 < shortest <= longest")
+        if not 0 <= failure_rate <= 1:
+            raise ValueError(f"failure_rate must be from 0 to 1, got {failure_rate}")
+        failing = set(draw.sample(range(count), round(count * failure_rate))) if count > 0 else set()
         ids = []
-        for _ in range(count):
+        for n in range(count):
             if never_finish:
                 timeline: tuple[State, ...] = (("QUEUED", "20%"),)
             else:
-                timeline = FAILURE_TIMELINE if draw.random() < failure_rate else DEFAULT_TIMELINE
+                timeline = FAILURE_TIMELINE if n in failing else DEFAULT_TIMELINE
             task_id = self.add_task(timeline=timeline)
             self.tasks[task_id].step_seconds = draw.uniform(low, high) / max(1, len(timeline) - 1)
             ids.append(task_id)

@@ -261,3 +261,20 @@ async def test_a_failed_start_leaves_nothing_open() -> None:
             await server.start()
     with pytest.raises(RuntimeError):
         _ = server.url
+
+
+@pytest.mark.parametrize(
+    ("count", "rate", "failing"), [(5, 0.2, 1), (10, 0.34, 3), (4, 0.0, 0), (3, 1.0, 3), (0, 0.5, 0)]
+)
+def test_add_tasks_makes_exactly_the_share_that_fails(count: int, rate: float, failing: int) -> None:
+    """A share, not a chance per task: five tasks at 0.2 always include one failure, whatever the seed."""
+    for seed in range(5):
+        server = FakeSoraServer(advance="clock")
+        ids = server.add_tasks(count, failure_rate=rate, seed=seed)
+        assert sum(server.tasks[t].timeline[-1][0] == "FAILURE" for t in ids) == failing
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
+def test_add_tasks_refuses_a_share_outside_0_to_1(rate: float) -> None:
+    with pytest.raises(ValueError, match="failure_rate"):
+        FakeSoraServer().add_tasks(3, failure_rate=rate)

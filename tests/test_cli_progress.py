@@ -59,6 +59,22 @@ async def test_wait_json_puts_an_outcome_line_per_task_on_stderr(server: FakeSor
     assert len(json.loads(out)["tasks"]) == 4
 
 
+async def test_wait_json_has_a_task_line_per_change_of_each_task_in_flight(server: FakeSoraServer) -> None:
+    steps = [("QUEUED", "20%"), ("IN_PROGRESS", "60%"), ("SUCCESS", "100%")]
+    ids = [server.add_task(timeline=steps) for _ in range(5)]
+    code, _, err = await run_cli("wait", *ids, *against(server), "--json", "--timeout", "20")
+    assert code == cli.EXIT_OK
+    events = json_lines(err)
+    for task_id in ids:
+        changes = [
+            (e["status"], e["percent"]) for e in events if e["event"] == "task" and e["task_id"] == task_id
+        ]
+        assert changes == [("QUEUED", 20.0), ("IN_PROGRESS", 60.0), ("SUCCESS", 100.0)]
+        last_change = max(n for n, e in enumerate(events) if e["event"] == "task" and e["task_id"] == task_id)
+        outcome = next(n for n, e in enumerate(events) if e["event"] == "outcome" and e["task_id"] == task_id)
+        assert last_change < outcome
+
+
 async def test_ctrl_c_during_wait_names_the_tasks_still_running_and_the_resume_command(
     server: FakeSoraServer,
 ) -> None:
@@ -67,8 +83,9 @@ async def test_ctrl_c_during_wait_names_the_tasks_still_running_and_the_resume_c
     out, err = io.StringIO(), io.StringIO()
     argv = ["wait", done, *running, *against(server), "--timeout", "60"]
     call = asyncio.create_task(cli.run(argv, out=out, err=err))
-    # The finished task's outcome line (plain display, on stdout) shows it reached the loop body.
-    await eventually(lambda: all(server.polls(t) > 0 for t in running) and done in out.getvalue())
+    # The finished task's outcome line (plain display, on stdout: "1/3 <id> SUCCESS") shows it
+    # reached the loop body; its snapshot line comes before that.
+    await eventually(lambda: all(server.polls(t) > 0 for t in running) and f"1/3 {done}" in out.getvalue())
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call

@@ -49,7 +49,7 @@ def test_wheel_has_the_typing_marker_assets_and_command(wheel: pathlib.Path) -> 
     assert "sora_async/py.typed" in names
     assets = {name for name in names if name.startswith("sora_async/_assets/")}
     assert assets == {"sora_async/_assets/sample.mp4", "sora_async/_assets/sample.jpg"}
-    assert {"sora_async/cli.py", "sora_async/testing.py", "sora_async/__main__.py"} <= names
+    assert {"sora_async/cli/__init__.py", "sora_async/testing.py", "sora_async/__main__.py"} <= names
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
     assert "sora-async = sora_async.cli:main" in entry_points
     assert "Provides-Extra: cli" in metadata

@@ -1,0 +1,275 @@
+"""The command line's words: its commands, options, defaults and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import Any
+
+from sora_async import __version__
+from sora_async._models import VIDEO_VARIANTS
+from sora_async._protocol import CREATE_DEFAULTS, DEFAULT_BASE_URL
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_CONFIG = 4
+EXIT_NOT_FOUND = 5
+EXIT_CONNECTION = 6
+EXIT_INTERRUPTED = 130
+
+EXIT_PRECEDENCE = (EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONNECTION, EXIT_FAILED, EXIT_TIMEOUT)
+"""When tasks of one command end differently, the first of these codes present wins."""
+
+DEFAULT_REQUEST_TIMEOUT = 20.0
+"""Seconds one HTTP request may take in the CLI (the SDK's default is 30)."""
+
+DEFAULT_RETRIES = 2
+"""Resends of a failed single request in the CLI (the SDK's default is 4)."""
+
+FAKE_KEY = "fake-key"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; global options are accepted before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--base-url",
+        default=argparse.SUPPRESS,
+        help=f"the API root, without /v1 (default: $COMETAPI_BASE_URL, else {DEFAULT_BASE_URL})",
+    )
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (default: $COMETAPI_KEY)")
+    common.add_argument(
+        "--fake", action="store_true", default=argparse.SUPPRESS, help="run against an embedded fake server"
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="log requests and show tracebacks"
+    )
+    common.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="allow an http:// --base-url to a host other than this machine (the key travels in clear)",
+    )
+    common.add_argument(
+        "--request-timeout",
+        type=positive_number,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help=f"seconds one HTTP request may take (default: {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    common.add_argument(
+        "--retries",
+        type=count,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help=f"resends of a request that failed for a passing reason (default: {DEFAULT_RETRIES})",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="sora-async",
+        description="Generate and fetch videos with CometAPI's Sora task API.",
+        parents=[common],
+        epilog="Exit codes: 0 ok, 1 task failed, 2 usage, 3 timeout, 4 auth or config, 5 not found, "
+        "6 connection or server error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"sora-async {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", parents=[common], help="create a video and wait for it")
+    generate.add_argument("prompt", help="what the video should show, in quotes")
+    width, height = CREATE_DEFAULTS["width"], CREATE_DEFAULTS["height"]
+    generate.add_argument(
+        "--width", type=positive_int, help=f"frame width in pixels, with --height (default: {width})"
+    )
+    generate.add_argument(
+        "--height", type=positive_int, help=f"frame height in pixels, with --width (default: {height})"
+    )
+    generate.add_argument(
+        "--frames",
+        type=positive_int,
+        dest="n_frames",
+        metavar="N",
+        help=f"150 (5 s) or 300 (10 s) (default: {CREATE_DEFAULTS['n_frames']})",
+    )
+    generate.add_argument(
+        "--variants",
+        type=positive_int,
+        dest="n_variants",
+        metavar="N",
+        help=f"how many videos to make (default: {CREATE_DEFAULTS['n_variants']})",
+    )
+    generate.add_argument("--model", help=f"the model (default: {CREATE_DEFAULTS['model']})")
+    generate.add_argument("--style", help=f"the visual style (default: {CREATE_DEFAULTS['style']})")
+    generate.add_argument(
+        "-o", "--output", help="save the video to this file or folder, - for stdout (default: do not save)"
+    )
+    add_force(generate)
+    generate.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=1800.0,
+        metavar="SECONDS",
+        help="seconds for create and wait together (default: %(default)g)",
+    )
+    generate.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, progress as JSON on stderr"
+    )
+
+    status = commands.add_parser("status", parents=[common], help="show tasks' current status")
+    status.add_argument("task_ids", nargs="+", metavar="TASK_ID", type=str.strip, help="the tasks to show")
+    status.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+    wait = commands.add_parser("wait", parents=[common], help="wait for many tasks at once")
+    wait.add_argument("task_ids", nargs="+", metavar="TASK_ID", type=str.strip, help="the tasks to wait for")
+    wait.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="the most polls in flight at once (default: %(default)s)",
+    )
+    wait.add_argument(
+        "--rate",
+        type=positive_number,
+        metavar="PER_SECOND",
+        help="the most polls per second (default: no limit but the gateway's)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=1800.0,
+        metavar="SECONDS",
+        help="seconds for the whole batch (default: %(default)g)",
+    )
+    wait.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, progress as JSON on stderr"
+    )
+
+    download = commands.add_parser("download", parents=[common], help="save a finished task's video")
+    download.add_argument("task_id", metavar="TASK_ID", type=str.strip, help="a task that ended in SUCCESS")
+    download.add_argument(
+        "-o",
+        "--output",
+        default="./",
+        help="file or folder (default: this folder); - writes the file to stdout, and all text to stderr",
+    )
+    add_force(download)
+    download.add_argument(
+        "--variant", choices=VIDEO_VARIANTS, default="source", help="which rendition (default: %(default)s)"
+    )
+    download.add_argument(
+        "--generation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="which of the task's videos, from 0 (default: %(default)s)",
+    )
+    download.add_argument(
+        "--timeout",
+        type=positive_number,
+        metavar="SECONDS",
+        help="seconds for the whole download (default: none, but 60 s without a byte fails)",
+    )
+    download.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+    fake = commands.add_parser(
+        "fake-server",
+        parents=[common],
+        help="run the fake API server in the foreground",
+        description="Run the fake API server (sora_async.testing.FakeSoraServer) until Ctrl-C, "
+        "logging each request on stderr. It accepts any key, or only the one given with --api-key "
+        "($COMETAPI_KEY is not read); --fake and --base-url do not apply.",
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    fake.add_argument(
+        "--port", type=int, default=8787, help="port to listen on, 0 for a free one (default: %(default)s)"
+    )
+    fake.add_argument(
+        "--step-seconds",
+        type=float,
+        default=2.0,
+        help="how long each task state lasts (default: %(default)s)",
+    )
+    fake.add_argument(
+        "--tasks", type=int, default=0, metavar="N", help="create N tasks at start and print their ids"
+    )
+    fake.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="the share of those tasks that end in FAILURE, 0 to 1 (default: %(default)s)",
+    )
+    fake.add_argument(
+        "--seed", type=int, default=0, help="seeds task ids and which tasks fail (default: %(default)s)"
+    )
+    return parser
+
+
+def add_force(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-f",
+        "--force",
+        "--overwrite",
+        action="store_true",
+        dest="force",
+        help="replace a file that already exists at --output (default: refuse it)",
+    )
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0, as every `timeout=` of the SDK takes for seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def option(args: argparse.Namespace, name: str, default: Any = None) -> Any:
+    return getattr(args, name, default)
+
+
+def request_timeout(args: argparse.Namespace) -> float:
+    return float(option(args, "request_timeout", DEFAULT_REQUEST_TIMEOUT))
+
+
+def base_url_of(args: argparse.Namespace) -> str:
+    """The base URL the command uses, as given (flag, then environment, then CometAPI's)."""
+    return str(option(args, "base_url") or os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL)
+
+
+def cli_words(message: str) -> str:
+    """An SDK message with its parameter names replaced by the CLI's flags."""
+    for python, flag in (
+        ("allow_insecure_http=True", "--allow-insecure-http"),
+        ("pass overwrite=True", "use --force"),
+        ("base_url", "--base-url"),
+        ("api_key", "--api-key"),
+    ):
+        message = message.replace(python, flag)
+    return message

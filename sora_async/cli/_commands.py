@@ -1,0 +1,399 @@
+"""The commands: generate, status, wait, download, and fake-server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import math
+import os
+import pathlib
+import shlex
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import IO, Any
+
+from sora_async._client import SoraClient, created_task_id
+from sora_async._download_plan import Variant, check_destination
+from sora_async._errors import SoraError
+from sora_async._models import Task
+from sora_async._outcomes import TaskFailedError
+from sora_async._policy import PollPolicy
+from sora_async.testing import FakeSoraServer
+
+from ._args import (
+    DEFAULT_RETRIES,
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    FAKE_KEY,
+    cli_words,
+    option,
+    request_timeout,
+)
+from ._display import error_json, make_display, task_json
+from ._failures import ConfigError, about_the_server, exit_code_for, most_pressing
+
+
+@contextlib.asynccontextmanager
+async def open_client(args: argparse.Namespace) -> AsyncIterator[SoraClient]:
+    """A client for the real API, or for an embedded fake server with --fake."""
+    if option(args, "fake", False):
+        # A compressed clock and a matching poll policy, so a demo takes seconds.
+        async with FakeSoraServer(advance="clock", step_seconds=0.5) as server:
+            key = option(args, "api_key") or FAKE_KEY
+            poll = PollPolicy(initial_interval=0.25, max_interval=0.25)
+            async with SoraClient(key, base_url=server.url, poll=poll, **client_options(args)) as client:
+                yield client
+        return
+    key = option(args, "api_key") or os.environ.get("COMETAPI_KEY", "")
+    if not key.strip():
+        raise ConfigError("no API key: pass --api-key KEY or set COMETAPI_KEY")
+    try:
+        client = SoraClient(
+            key,
+            base_url=option(args, "base_url"),
+            allow_insecure_http=bool(option(args, "allow_insecure_http", False)),
+            **client_options(args),
+        )
+    except ValueError as exc:
+        raise ConfigError(cli_words(str(exc))) from exc
+    async with client:
+        yield client
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The client's per-request timeout and resends, from --request-timeout and --retries."""
+    return {
+        "timeout": request_timeout(args),
+        "max_retries": int(option(args, "retries", DEFAULT_RETRIES)),
+    }
+
+
+async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    options = {
+        name: value
+        for name in ("width", "height", "n_frames", "n_variants", "model", "style")
+        if (value := option(args, name)) is not None
+    }
+    # Every check on the destination happens now, before a task is created and billed.
+    binary = binary_stdout(out) if args.output == "-" else None
+    if args.output is not None and binary is None:
+        # "" included: refused, never "no download"; an existing file without --force too.
+        check_destination(args.output, overwrite=args.force)
+    if option(args, "fake", False) and not args.json:
+        print("Using an embedded fake server (--fake).", file=err, flush=True)
+    # With -o - standard output carries the video, so every line of text goes to stderr.
+    text = err if binary is not None else out
+    display = make_display(args.json, text, err)
+    task: Task | None = None
+    path: pathlib.Path | None = None
+    size: int | None = None
+    try:
+        async with open_client(args) as client:
+            task = await client.generate(
+                args.prompt, timeout=args.timeout, on_progress=display.task, **options
+            )
+            if binary is not None:
+                size = await write_video(client, task, binary, on_progress=display.bytes)
+            elif args.output is not None:
+                path = await client.download(
+                    task, args.output, on_progress=display.bytes, overwrite=args.force
+                )
+                size = path.stat().st_size
+    except BaseException as exc:
+        display.close()
+        task_id = task.task_id if task is not None else created_task_id(exc)
+        resume: list[str] = []
+        if task_id is not None and not isinstance(exc, TaskFailedError):  # a failed task is over
+            # The task exists and is billed: never end without saying how to get it.
+            resume = resume_commands(task_id, args.output, downloading=task is not None, force=args.force)
+            print(f"task {task_id} was created and is billed; to resume:", file=err)
+            for command in resume:
+                print(f"  {command}", file=err)
+        if args.json:  # Ctrl-C included: the task id must reach whoever reads the JSON
+            print(json.dumps(error_json(task_id, exc, resume)), file=text)
+        raise
+    finally:
+        display.close()
+    if args.json:
+        print(json.dumps({**task_json(task), "file": str(path) if path else None, "bytes": size}), file=text)
+    else:
+        print(f"video: {task.video_url}", file=text)
+        if path is not None:
+            print(f"saved: {path} ({size:,} bytes)", file=text)
+        elif binary is not None:
+            print(f"wrote {size:,} bytes to standard output", file=text)
+    return EXIT_OK
+
+
+def resume_commands(task_id: str, output: str | None, *, downloading: bool, force: bool = False) -> list[str]:
+    """The commands that pick a created task up again: wait for it, then download it."""
+    quoted = shlex.quote(task_id)
+    commands = [] if downloading else [f"sora-async wait {quoted}"]
+    if output:
+        commands.append(f"sora-async download {quoted} -o {shlex.quote(output)}{' --force' if force else ''}")
+    elif downloading:
+        commands.append(f"sora-async status {quoted}")
+    return commands
+
+
+async def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    results: list[dict[str, Any]] = []
+    codes: list[int] = []
+    async with open_client(args) as client:
+        for task_id in args.task_ids:
+            try:
+                task = await client.get_task(task_id)
+            except SoraError as exc:
+                if about_the_server(exc):  # every other task would fail alike
+                    raise
+                codes.append(exit_code_for(exc))
+                results.append(error_json(task_id, exc))
+                if not args.json:
+                    print(f"{task_id} {type(exc).__name__}: {exc}", file=out)
+                continue
+            results.append(task_json(task))
+            if task.status == "FAILURE":
+                codes.append(EXIT_FAILED)
+            if not args.json:
+                reason = f" ({task.fail_reason})" if task.fail_reason else ""
+                url = f" {task.video_url}" if task.status == "SUCCESS" and task.video_url else ""
+                print(f"{task.task_id} {task.raw_status} {task.progress or '-'}{reason}{url}", file=out)
+    if args.json:
+        print(json.dumps({"tasks": results}), file=out)
+    return most_pressing(codes)
+
+
+async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    total = len(args.task_ids)
+    display = make_display(args.json, out, err, kind="batch", total=total)
+    results: list[dict[str, Any]] = []
+    ended: set[str] = set()
+    codes: list[int] = []
+    try:
+        async with open_client(args) as client:
+            outcomes = client.as_completed(
+                args.task_ids,
+                concurrency=args.concurrency,
+                rate_limit=args.rate,
+                timeout=args.timeout,
+                on_progress=display.task,
+            )
+            async with outcomes:
+                async for task_id, outcome in outcomes:
+                    if isinstance(outcome, SoraError) and about_the_server(outcome):
+                        raise outcome  # every other task would fail alike
+                    ended.add(task_id)
+                    display.outcome(task_id, outcome, len(results) + 1, total)
+                    if isinstance(outcome, Task):
+                        results.append(task_json(outcome))
+                    else:
+                        results.append(error_json(task_id, outcome))
+                        codes.append(exit_code_for(outcome))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        display.close()
+        # Ctrl-C: the tasks go on upstream; say which, and how to pick them up again.
+        running = list(dict.fromkeys(t for t in args.task_ids if t not in ended))
+        if running:
+            print(f"{len(running)} task(s) still running upstream; to resume:", file=err)
+            print(f"  sora-async wait {' '.join(shlex.quote(t) for t in running)}", file=err)
+        raise
+    finally:
+        display.close()
+    if args.json:
+        print(json.dumps({"tasks": results}), file=out)
+    else:
+        done = sum(1 for r in results if "error" not in r)
+        print(f"{done} of {total} succeeded", file=out)
+    return most_pressing(codes)
+
+
+async def write_video(
+    client: SoraClient,
+    task_or_id: Task | str,
+    binary: IO[bytes],
+    *,
+    variant: Variant = "source",
+    generation: int = 0,
+    on_progress: Callable[[int, int | None], object] | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Stream a finished task's file into a binary stream, such as `sys.stdout.buffer`.
+
+    Writes run in a worker thread, so a slow reader of a pipe never stalls
+    the event loop. `timeout` is in seconds for the whole transfer, None for
+    no limit. Returns the bytes written. Raises as `SoraClient.stream_video`
+    does (`DownloadTimeoutError` when `timeout` passes), and `OSError` from
+    the stream (a closed pipe is `BrokenPipeError`).
+    """
+    async with client.stream_video(
+        task_or_id, variant=variant, generation=generation, timeout=timeout
+    ) as video:
+        async for chunk in video:
+            await asyncio.to_thread(binary.write, chunk)
+            if on_progress is not None:
+                on_progress(video.received, video.size)
+        await asyncio.to_thread(binary.flush)
+        return video.received
+
+
+def binary_stdout(out: IO[str]) -> IO[bytes]:
+    """The byte stream under the text stream `out`, for `-o -`.
+
+    Raises:
+        ValueError: `out` is a terminal (a video would garble it), or has no byte stream.
+    """
+    buffer: IO[bytes] | None = getattr(out, "buffer", None)
+    if buffer is None:
+        raise ValueError("-o - needs a standard output that takes bytes")
+    if out.isatty():
+        raise ValueError("refusing to write a video to a terminal: redirect standard output, or use -o FILE")
+    return buffer
+
+
+async def cmd_download(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    # With -o - standard output carries the video, so every line of text goes to stderr.
+    binary = binary_stdout(out) if args.output == "-" else None
+    report = err if binary is not None else out
+    if binary is None:
+        mismatch = variant_mismatch(args.variant, args.output)
+        if mismatch is not None:
+            warn(args, err, mismatch)
+    display = make_display(args.json, report, err, kind="download")
+    received = 0
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal received
+        received = done
+        display.bytes(done, total)
+
+    choice = {"variant": args.variant, "generation": args.generation}
+    try:
+        async with open_client(args) as client:
+            if binary is not None:
+                await write_video(
+                    client, args.task_id, binary, **choice, on_progress=progress, timeout=args.timeout
+                )
+                where = "-"
+            else:
+                path = await client.download(
+                    args.task_id,
+                    args.output,
+                    **choice,
+                    on_progress=progress,
+                    timeout=args.timeout,
+                    overwrite=args.force,
+                )
+                where = str(path)
+    finally:
+        display.close()
+    if args.json:
+        print(json.dumps({"task_id": args.task_id, "file": where, "bytes": received}), file=report)
+    elif binary is not None:
+        print(f"wrote {received:,} bytes to standard output", file=report)
+    else:
+        print(f"saved: {where} ({received:,} bytes)", file=report)
+    return EXIT_OK
+
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm"})
+IMAGE_SUFFIXES = frozenset({".webp", ".jpg", ".jpeg", ".png", ".gif"})
+
+
+def variant_mismatch(variant: str, output: str) -> str | None:
+    """A warning when --output's extension names a video for an image variant, or the reverse."""
+    suffix = pathlib.PurePath(output).suffix.lower()
+    if output.endswith(("/", os.sep)) or os.path.isdir(output):
+        return None  # a folder: the file is named for its variant
+    image = variant in ("thumbnail", "spritesheet")
+    if image and suffix in VIDEO_SUFFIXES:
+        return f"--variant {variant} is an image, but {output} is named as a video ({suffix})"
+    if not image and suffix in IMAGE_SUFFIXES:
+        return f"--variant {variant} is a video, but {output} is named as an image ({suffix})"
+    return None
+
+
+def warn(args: argparse.Namespace, err: IO[str], text: str) -> None:
+    """One warning on stderr: a `warning:` line, or a JSON line with --json."""
+    if args.json:
+        print(json.dumps({"event": "warning", "message": text}), file=err, flush=True)
+    else:
+        print(f"warning: {text}", file=err, flush=True)
+
+
+async def cmd_fake_server(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    def usage(message: str) -> int:
+        print(f"sora-async fake-server: error: {message}", file=err)
+        return EXIT_USAGE
+
+    # The global client options make no sense for the server: refuse them rather than ignore them.
+    misplaced = [
+        flag for flag, name in (("--fake", "fake"), ("--base-url", "base_url")) if hasattr(args, name)
+    ]
+    if misplaced:
+        return usage(f"{' and '.join(misplaced)} cannot be used here: fake-server is the server itself")
+    if not 0 <= args.port <= 65535:
+        return usage(f"--port must be from 0 to 65535, got {args.port}")
+    if not (math.isfinite(args.step_seconds) and args.step_seconds > 0):
+        return usage(f"--step-seconds must be a finite number > 0, got {args.step_seconds}")
+    if args.tasks < 0:
+        return usage(f"--tasks must be 0 or more, got {args.tasks}")
+    if not 0 <= args.failure_rate <= 1:
+        return usage(f"--failure-rate must be from 0 to 1, got {args.failure_rate}")
+    key: str | None = option(args, "api_key") or None  # only the flag: a real $COMETAPI_KEY is never echoed
+
+    def log(method: str, path: str, status: int, elapsed: float) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {method} {path} {status or '-'} {elapsed * 1000:.1f} ms", file=err, flush=True)
+
+    server = FakeSoraServer(
+        api_key=key,
+        advance="clock",
+        step_seconds=args.step_seconds,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        on_request=log,
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"error: port {args.port} on {args.host} is already in use; pick another with --port "
+                "(0 picks a free one)",
+                file=err,
+            )
+        else:
+            print(f"error: cannot listen on {args.host} port {args.port}: {exc.strerror or exc}", file=err)
+        return EXIT_CONFIG
+    try:
+        # Pre-created tasks take from half to one and a half times as long as a created one.
+        span = args.step_seconds * max(1, len(server.timeline) - 1)
+        ids = server.add_tasks(
+            args.tasks, duration=(span / 2, span * 1.5), failure_rate=args.failure_rate, seed=args.seed
+        )
+        accepts = "only the key given with --api-key" if key else "any key"
+        print(
+            f"Fake Sora API on {server.url}, accepting {accepts} (Ctrl-C to stop). Point a client at it:",
+            file=out,
+        )
+        print(
+            f"  export COMETAPI_BASE_URL={server.url} COMETAPI_KEY={shlex.quote(key or 'any-key')}", file=out
+        )
+        if ids:
+            failing = sum(server.tasks[task_id].timeline[-1][0] == "FAILURE" for task_id in ids)
+            print(
+                f"{len(ids)} tasks created, {failing} of them to fail, all done within {span * 1.5:g} s:",
+                file=out,
+            )
+            print(f"  sora-async wait {' '.join(ids)}", file=out)
+        out.flush()
+        await asyncio.Event().wait()  # until cancelled by Ctrl-C
+    finally:
+        await server.close()
+    return EXIT_OK
