@@ -13,8 +13,24 @@ from sora_async.testing import FakeSoraServer, sample_file
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def python_blocks(heading: str | None = None) -> list[str]:
+    """The README's python blocks, or those of the `## heading` section, in order."""
+    text = README.read_text()
+    if heading is not None:
+        start = text.index(f"\n## {heading}\n")
+        end = text.find("\n## ", start + 1)
+        text = text[start : end if end != -1 else len(text)]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+EXAMPLES = {
+    "Quickstart": 1,
+    "Many tasks at once": 1,
+    "Saving the video": 2,
+    "Testing your own code: `sora_async.testing`": 1,
+    "First five minutes": 3,  # run by test_readme_first_minutes.py
+}
+"""How many python blocks each section has; every one is run by a test."""
 
 
 async def run_python(code: str, env: dict[str, str], *args: str, cwd: str | None = None) -> tuple[int, str]:
@@ -33,13 +49,15 @@ async def run_python(code: str, env: dict[str, str], *args: str, cwd: str | None
 
 
 def test_readme_has_the_examples() -> None:
-    """The README shows a quickstart, a batch, a download, bytes and a stream, and a testing example."""
-    assert len(python_blocks()) == 5
+    """The README shows a quickstart, a batch, a download, bytes and a stream, a testing example and
+    the first five minutes' scripts, and no python block outside those sections (each is run below)."""
+    assert {heading: len(python_blocks(heading)) for heading in EXAMPLES} == EXAMPLES
+    assert len(python_blocks()) == sum(EXAMPLES.values())
 
 
 async def test_quickstart_runs_against_fake_server() -> None:
     """The quickstart, unchanged, generates a video when COMETAPI_* point at a fake server."""
-    quickstart = python_blocks()[0]
+    quickstart = python_blocks("Quickstart")[0]
     assert len(quickstart.strip().splitlines()) <= 20
     async with FakeSoraServer(api_key="readme-key") as server:
         server.script_next([("IN_PROGRESS", "30%"), ("SUCCESS", "100%")])
@@ -57,7 +75,9 @@ async def test_batch_example_runs_against_fake_server() -> None:
         good = server.add_task(timeline=[("SUCCESS", "100%")])
         bad = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="moderation")
         env = {**os.environ, "COMETAPI_KEY": "readme-key", "COMETAPI_BASE_URL": server.url}
-        code, output = await run_python(python_blocks()[1], env, good, bad, "task_unknown")
+        code, output = await run_python(
+            python_blocks("Many tasks at once")[0], env, good, bad, "task_unknown"
+        )
     assert code == 0, output
     lines = output.splitlines()
     assert len(lines) == 3
@@ -68,7 +88,9 @@ async def test_batch_example_runs_against_fake_server() -> None:
 
 async def test_testing_example_runs() -> None:
     """The sora_async.testing example runs on its own and prints what it promises."""
-    code, output = await run_python(python_blocks()[4], dict(os.environ))
+    code, output = await run_python(
+        python_blocks("Testing your own code: `sora_async.testing`")[0], dict(os.environ)
+    )
     assert code == 0, output
     assert "failed as scripted: moderation" in output
     assert "polls: 2 creates: 2" in output
@@ -79,14 +101,14 @@ async def test_download_example_runs(tmp_path: pathlib.Path) -> None:
     async with FakeSoraServer() as server:
         task_id = server.add_task(timeline=[("SUCCESS", "100%")])
         env = {**os.environ, "COMETAPI_KEY": "readme-key", "COMETAPI_BASE_URL": server.url}
-        code, output = await run_python(python_blocks()[2], env, task_id, cwd=str(tmp_path))
+        code, output = await run_python(python_blocks("Saving the video")[0], env, task_id, cwd=str(tmp_path))
     assert code == 0, output
     assert output.strip() == f"saved videos/{task_id}_source.mp4 {len(sample_file('mp4'))} bytes"
 
 
 async def test_bytes_and_stream_example_runs() -> None:
     """The bytes-and-stream example prints the thumbnail's size, then the whole video's."""
-    code, output = await run_python(python_blocks()[3], dict(os.environ))
+    code, output = await run_python(python_blocks("Saving the video")[1], dict(os.environ))
     assert code == 0, output
     video = len(sample_file("mp4"))
     assert output.split() == [str(len(sample_file("jpg"))), "source", str(video), str(video)]
