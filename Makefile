@@ -43,7 +43,7 @@ $(DEMO_STAMP): pyproject.toml $(shell find sora_async -type f ! -name '*.pyc')
 # With COMETAPI_KEY set this calls the real API; without it, an embedded fake.
 DEMO_PROMPT ?= a paper boat drifting down a rainy city street at golden hour
 demo: $(DEMO_STAMP)
-	$(DEMO_VENV)/bin/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/
+	$(DEMO_VENV)/bin/sora-async $(if $(COMETAPI_KEY),,--fake) generate "$(DEMO_PROMPT)" -o ./demo-output/ --force
 
 # A wheel in dist/, to install elsewhere with pip install 'dist/sora_async-VERSION-py3-none-any.whl[cli]'.
 dist:

@@ -115,6 +115,9 @@ def plan_download(task: Task, variant: Variant = "source", generation: int = 0) 
             offers no such file.
     """
     check_download_choice(variant, generation)
+    if task.status == "FAILURE":
+        reason = f": {task.fail_reason}" if task.fail_reason else ""
+        raise DownloadError(f"task {task.task_id} failed{reason}; it has no video")
     if task.status != "SUCCESS":
         raise DownloadError(f"task {task.task_id} has no video yet (status {task.raw_status or task.status})")
     try:

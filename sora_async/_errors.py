@@ -128,12 +128,13 @@ class APIError(SoraError):
             self.retryable = retryable
 
     def __str__(self) -> str:
-        parts = [f"HTTP {self.status_code}"]
+        # A message built from the answer may already say its status ("HTTP 404 with a non-JSON body").
+        parts = [] if self.message.startswith(f"HTTP {self.status_code} ") else [f"HTTP {self.status_code}"]
         if self.code and self.code != self.message:  # the gateway's 400 says task_not_exist as both
             parts.append(f"code={self.code}")
         if self.request_id and self.request_id not in self.message:  # the gateway's 401 names it
             parts.append(f"request_id={self.request_id}")
-        return f"{self.message} ({', '.join(parts)})"
+        return f"{self.message} ({', '.join(parts)})" if parts else self.message
 
     def __repr__(self) -> str:
         return (

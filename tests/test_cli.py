@@ -109,7 +109,7 @@ async def test_invalid_values_exit_2_not_4(server: FakeSoraServer) -> None:
     """A well-formed command with an impossible value (an empty task id) is a usage error, not config."""
     code, _, err = await run_cli("download", "", *against(server))
     assert code == cli.EXIT_USAGE
-    assert "task_id" in err
+    assert "TASK_ID must not be empty" in err
     assert server.arrivals.tolist() == []
 
 
@@ -122,7 +122,7 @@ async def test_status_lines_and_json(server: FakeSoraServer) -> None:
     lines = out.splitlines()
     assert lines[0].startswith(f"{done} SUCCESS 100% http")
     assert lines[1] == f"{failed} FAILURE 100% (nope)"
-    assert lines[2].startswith("task_missing TaskNotFoundError")
+    assert lines[2].startswith("task_missing not found: ")
     code, out, _ = await run_cli("status", done, "--json", *against(server))
     assert code == cli.EXIT_OK
     assert [t["task_id"] for t in json.loads(out)["tasks"]] == [done]

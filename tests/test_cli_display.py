@@ -73,7 +73,7 @@ def test_generate_shows_status_queue_percent_once_elapsed_and_time_left_in_queue
         assert "about 0:30 left in queue" in line  # 42 s estimated, 12 s of it passed
         assert "━" in line  # the bar
     else:
-        assert line == "QUEUED q3 20% 0:12"
+        assert line == "QUEUED q3 20% 0:12 ~0:30"  # ~ the time left in the queue
     display.task(snapshot("task_7Hk2aQ", "IN_PROGRESS", "45%"))
     (line,) = frame(display, screen)
     assert "IN_PROGRESS" in line
@@ -238,7 +238,7 @@ def test_plain_lines_name_the_task_and_never_repeat_a_byte_line() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[    0.0s] task_abc QUEUED 20% (queue position 2)"
     assert len(lines) == len(set(lines))
-    assert lines[-1] == "[    0.0s] 1/2 task_x DownloadError: gone"
+    assert lines[-1] == "[    0.0s] 1/2 task_x gone"
 
 
 def test_an_outcome_line_keeps_its_url_whole_at_any_width() -> None:
@@ -269,3 +269,21 @@ def test_at_40_columns_a_row_keeps_status_and_percent_and_cuts_the_id_in_the_mid
         assert task_id.startswith(head)
         assert task_id.endswith(tail)
         assert len(tail) >= 5
+
+
+@pytest.mark.parametrize("width", range(40, 131, 6))
+def test_a_real_id_never_costs_the_percent_or_the_elapsed_time(width: int) -> None:
+    """With a 30-character id the line gives up the id first, then the bar, then the long words."""
+    clock, screen = Clock(), console(width)
+    display = RichDisplay(screen, clock=clock, live=False)
+    task_id = "task_01rt2gzskypd8j86g9k64ny6pv"
+    display.task(snapshot(task_id, "QUEUED", "20%", progress_pos_in_queue=3, estimated_queue_wait_time=400))
+    clock.now += 2
+    (line,) = frame(display, screen)
+    assert len(line) <= width
+    assert "QUEUED" in line
+    assert line.count("20%") == 1
+    assert "0:02" in line
+    assert "6:38" in line  # the time left in the queue, long or short
+    assert ("━" in line) == (width >= 73)  # 61 characters of words and a bar of 10 or more
+    assert (task_id in line) == (width >= 104)

@@ -124,6 +124,7 @@ def test_make_demo_installs_only_the_cli_extra_and_make_test_the_tools() -> None
     assert installs[0].startswith(".venv-demo/bin/python -m pip install --quiet '.[cli]'")
     assert not re.search(r"dev|bench|-e ", " ".join(installs))
     assert ".venv-demo/bin/sora-async --fake generate" in demo
+    assert "-o ./demo-output/ --force\n" in demo + "\n"  # a second make demo replaces its own file
     test = plan("test")
     assert "-e '.[dev,bench]'" in test
     assert ".venv-demo" not in test

@@ -6,9 +6,11 @@ Exit codes, for scripts to branch on:
     code  meaning
     ====  =============================================================
     0     success
-    1     a task failed (FAILURE), or another error: the API refused
-          the request, a file could not be written
-    2     usage: a bad option or value (argparse's own code)
+    1     a task failed (FAILURE), or another error: a file that could
+          not be written or is already there (without --force), a task
+          with no video yet
+    2     usage: a bad option or value (argparse's own code), or a value
+          the API refused as invalid (HTTP 400)
     3     timeout, in any phase: create, wait, download
     4     authentication or configuration: no key, a wrong key (401),
           no permission or quota (403), an unusable --base-url (one
@@ -17,6 +19,7 @@ Exit codes, for scripts to branch on:
     6     connection or server error after the retries: refused, reset,
           TLS, 5xx, 429, an answer that is not the API's JSON
     130   interrupted (Ctrl-C)
+    141   standard output was closed early (a pipe into `head`), quietly
     ====  =============================================================
 
 `status` and `wait` report every task and then exit with the most
@@ -40,6 +43,7 @@ from ._args import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_PIPE,
     EXIT_PRECEDENCE,
     EXIT_TIMEOUT,
     EXIT_USAGE,
@@ -58,6 +62,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_PRECEDENCE",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",

@@ -19,6 +19,8 @@ EXIT_CONFIG = 4
 EXIT_NOT_FOUND = 5
 EXIT_CONNECTION = 6
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
+"""Standard output was closed early (a pipe into `head`), as for a command ended by SIGPIPE."""
 
 EXIT_PRECEDENCE = (EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONNECTION, EXIT_FAILED, EXIT_TIMEOUT)
 """When tasks of one command end differently, the first of these codes present wins."""
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate and fetch videos with CometAPI's Sora task API.",
         parents=[common],
         epilog="Exit codes: 0 ok, 1 task failed, 2 usage, 3 timeout, 4 auth or config, 5 not found, "
-        "6 connection or server error, 130 interrupted.",
+        "6 connection or server error, 130 interrupted, 141 stdout closed.",
     )
     parser.add_argument("--version", action="version", version=f"sora-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--frames",
-        type=positive_int,
+        type=int,
+        choices=(150, 300),
         dest="n_frames",
         metavar="N",
         help=f"150 (5 s) or 300 (10 s) (default: {CREATE_DEFAULTS['n_frames']})",
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument(
         "--generation",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="which of the task's videos, from 0 (default: %(default)s)",
@@ -177,11 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake = commands.add_parser(
         "fake-server",
-        parents=[common],
         help="run the fake API server in the foreground",
         description="Run the fake API server (sora_async.testing.FakeSoraServer) until Ctrl-C, "
-        "logging each request on stderr. It accepts any key, or only the one given with --api-key "
-        "($COMETAPI_KEY is not read); --fake and --base-url do not apply.",
+        "logging each request on stderr. The client options (--base-url, --fake, --retries...) "
+        "do not apply to it.",
+    )
+    fake.add_argument(
+        "--api-key",
+        default=argparse.SUPPRESS,
+        metavar="KEY",
+        help="accept only this key (default: any key; $COMETAPI_KEY is not read)",
     )
     fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     fake.add_argument(
@@ -194,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long each task state lasts (default: %(default)s)",
     )
     fake.add_argument(
-        "--tasks", type=int, default=0, metavar="N", help="create N tasks at start and print their ids"
+        "--tasks",
+        type=count,
+        default=0,
+        metavar="N",
+        help="create N tasks at start and print their ids (default: %(default)s)",
     )
     fake.add_argument(
         "--failure-rate",
@@ -270,6 +282,7 @@ def cli_words(message: str) -> str:
         ("pass overwrite=True", "use --force"),
         ("base_url", "--base-url"),
         ("api_key", "--api-key"),
+        ("task_id must", "TASK_ID must"),
     ):
         message = message.replace(python, flag)
     return message

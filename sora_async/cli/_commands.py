@@ -12,12 +12,12 @@ import os
 import pathlib
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import IO, Any
 
 from sora_async._client import SoraClient, created_task_id
 from sora_async._download_plan import Variant, check_destination
-from sora_async._errors import SoraError
+from sora_async._errors import InvalidTaskIdError, SoraError
 from sora_async._models import Task
 from sora_async._outcomes import TaskFailedError
 from sora_async._policy import PollPolicy
@@ -34,7 +34,7 @@ from ._args import (
     option,
     request_timeout,
 )
-from ._display import error_json, make_display, task_json
+from ._display import Display, error_json, error_words, make_display, task_json
 from ._failures import ConfigError, about_the_server, exit_code_for, most_pressing
 
 
@@ -49,7 +49,10 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[SoraClient]:
             async with SoraClient(key, base_url=server.url, poll=poll, **client_options(args)) as client:
                 yield client
         return
-    key = option(args, "api_key") or os.environ.get("COMETAPI_KEY", "")
+    given = option(args, "api_key")
+    if given is not None and not given.strip():
+        raise ConfigError("--api-key is empty: pass the key, or leave the flag out to use $COMETAPI_KEY")
+    key = given or os.environ.get("COMETAPI_KEY", "")
     if not key.strip():
         raise ConfigError("no API key: pass --api-key KEY or set COMETAPI_KEY")
     try:
@@ -79,65 +82,112 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
         for name in ("width", "height", "n_frames", "n_variants", "model", "style")
         if (value := option(args, name)) is not None
     }
-    # Every check on the destination happens now, before a task is created and billed.
-    binary = binary_stdout(out) if args.output == "-" else None
-    if args.output is not None and binary is None:
-        # "" included: refused, never "no download"; an existing file without --force too.
-        check_destination(args.output, overwrite=args.force)
-    if option(args, "fake", False) and not args.json:
-        print("Using an embedded fake server (--fake).", file=err, flush=True)
     # With -o - standard output carries the video, so every line of text goes to stderr.
-    text = err if binary is not None else out
-    display = make_display(args.json, text, err)
+    text = err if args.output == "-" and not out.isatty() else out
+    fake = bool(option(args, "fake", False))
+    display: Display | None = None
     task: Task | None = None
     path: pathlib.Path | None = None
-    size: int | None = None
+    received = 0
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal received
+        received = done  # what was written: a device (-o /dev/null) has no size to stat
+        assert display is not None
+        display.bytes(done, total)
+
     try:
+        # Every check on the destination happens now, before a task is created and billed.
+        binary = binary_stdout(out) if args.output == "-" else None
+        if args.output is not None and binary is None:
+            # "" included: refused, never "no download"; an existing file without --force too.
+            check_destination(args.output, overwrite=args.force)
+        if fake and not args.json:
+            print("Using an embedded fake server (--fake).", file=err, flush=True)
+        display = make_display(args.json, text, err)
         async with open_client(args) as client:
             task = await client.generate(
                 args.prompt, timeout=args.timeout, on_progress=display.task, **options
             )
             if binary is not None:
-                size = await write_video(client, task, binary, on_progress=display.bytes)
+                await write_video(client, task, binary, on_progress=progress)
             elif args.output is not None:
-                path = await client.download(
-                    task, args.output, on_progress=display.bytes, overwrite=args.force
-                )
-                size = path.stat().st_size
+                path = await client.download(task, args.output, on_progress=progress, overwrite=args.force)
     except BaseException as exc:
-        display.close()
+        if display is not None:
+            display.close()
         task_id = task.task_id if task is not None else created_task_id(exc)
         resume: list[str] = []
-        if task_id is not None and not isinstance(exc, TaskFailedError):  # a failed task is over
+        if fake:
+            pass  # the task lived in the embedded server, which is gone: nothing to resume
+        elif task_id is not None and not isinstance(exc, TaskFailedError):  # a failed task is over
             # The task exists and is billed: never end without saying how to get it.
-            resume = resume_commands(task_id, args.output, downloading=task is not None, force=args.force)
-            print(f"task {task_id} was created and is billed; to resume:", file=err)
-            for command in resume:
-                print(f"  {command}", file=err)
-        if args.json:  # Ctrl-C included: the task id must reach whoever reads the JSON
+            resume = resume_commands(
+                task_id, args, args.output, downloading=task is not None, force=args.force
+            )
+            if not args.json:
+                print(f"task {task_id} was created and is billed; to resume:", file=err)
+                for command in resume:
+                    print(f"  {command}", file=err)
+        elif task_id is None and display is not None and interrupted(exc) and not args.json:
+            # Ctrl-C while the create was on its way: it may have arrived.
+            print(CREATE_MAY_EXIST, file=err)
+        if args.json:  # early checks and Ctrl-C included: whoever reads the JSON gets one document
             print(json.dumps(error_json(task_id, exc, resume)), file=text)
         raise
     finally:
-        display.close()
+        if display is not None:
+            display.close()
     if args.json:
-        print(json.dumps({**task_json(task), "file": str(path) if path else None, "bytes": size}), file=text)
+        document = {**task_json(task), "file": str(path) if path else None}
+        document["bytes"] = received if args.output is not None else None
+        print(json.dumps(document), file=text)
     else:
         print(f"video: {task.video_url}", file=text)
         if path is not None:
-            print(f"saved: {path} ({size:,} bytes)", file=text)
-        elif binary is not None:
-            print(f"wrote {size:,} bytes to standard output", file=text)
+            print(f"saved: {path} ({received:,} bytes)", file=text)
+        elif args.output == "-":
+            print(f"wrote {received:,} bytes to standard output", file=text)
     return EXIT_OK
 
 
-def resume_commands(task_id: str, output: str | None, *, downloading: bool, force: bool = False) -> list[str]:
-    """The commands that pick a created task up again: wait for it, then download it."""
+CREATE_MAY_EXIST = (
+    "interrupted before the create was answered: a task may exist and be billed. The gateway cannot "
+    "list tasks; look for it in CometAPI's console (task logs) before running generate again"
+)
+
+
+def interrupted(exc: BaseException) -> bool:
+    return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+
+
+def global_flags(args: argparse.Namespace) -> str:
+    """The options a resume command needs to reach the same API: --base-url and the like, never the key."""
+    flags = []
+    base_url = option(args, "base_url")
+    if base_url:
+        flags.append(f" --base-url {shlex.quote(base_url)}")
+    if option(args, "allow_insecure_http", False):
+        flags.append(" --allow-insecure-http")
+    return "".join(flags)
+
+
+def resume_commands(
+    task_id: str, args: argparse.Namespace, output: str | None, *, downloading: bool, force: bool = False
+) -> list[str]:
+    """The commands that pick a created task up again: wait for it, then download it.
+
+    They carry `--base-url` when one was given as a flag (the environment's
+    still applies), and never the key.
+    """
     quoted = shlex.quote(task_id)
-    commands = [] if downloading else [f"sora-async wait {quoted}"]
+    flags = global_flags(args)
+    commands = [] if downloading else [f"sora-async wait {quoted}{flags}"]
     if output:
-        commands.append(f"sora-async download {quoted} -o {shlex.quote(output)}{' --force' if force else ''}")
+        force_flag = " --force" if force else ""
+        commands.append(f"sora-async download {quoted} -o {shlex.quote(output)}{force_flag}{flags}")
     elif downloading:
-        commands.append(f"sora-async status {quoted}")
+        commands.append(f"sora-async status {quoted}{flags}")
     return commands
 
 
@@ -154,7 +204,7 @@ async def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
                 codes.append(exit_code_for(exc))
                 results.append(error_json(task_id, exc))
                 if not args.json:
-                    print(f"{task_id} {type(exc).__name__}: {exc}", file=out)
+                    print(f"{task_id or repr(task_id)} {error_words(exc)}", file=out)
                 continue
             results.append(task_json(task))
             if task.status == "FAILURE":
@@ -176,6 +226,9 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     codes: list[int] = []
     try:
         async with open_client(args) as client:
+            probed = await check_the_server(client, args.task_ids)
+            if probed is not None:
+                display.task(probed)
             outcomes = client.as_completed(
                 args.task_ids,
                 concurrency=args.concurrency,
@@ -198,9 +251,13 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         display.close()
         # Ctrl-C: the tasks go on upstream; say which, and how to pick them up again.
         running = list(dict.fromkeys(t for t in args.task_ids if t not in ended))
-        if running:
+        resume = [f"sora-async wait {' '.join(shlex.quote(t) for t in running)}{global_flags(args)}"]
+        if args.json:  # stdout stays one document, Ctrl-C included
+            document = {"tasks": results, "error": "Interrupted", "running": running}
+            print(json.dumps({**document, "resume": resume if running else []}), file=out)
+        elif running:
             print(f"{len(running)} task(s) still running upstream; to resume:", file=err)
-            print(f"  sora-async wait {' '.join(shlex.quote(t) for t in running)}", file=err)
+            print(f"  {resume[0]}", file=err)
         raise
     finally:
         display.close()
@@ -210,6 +267,25 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         done = sum(1 for r in results if "error" not in r)
         print(f"{done} of {total} succeeded", file=out)
     return most_pressing(codes)
+
+
+async def check_the_server(client: SoraClient, task_ids: Sequence[str]) -> Task | None:
+    """One query before a batch, so that a server that refuses, never answers or refuses the key
+    stops the command at once (exit 4 or 6, with a hint) rather than at the batch's deadline:
+    a batch retries those errors as passing ones. Any other error is left to the batch.
+
+    Returns the snapshot the query got, if any, for the display.
+    """
+    for task_id in task_ids:
+        try:
+            return await client.get_task(task_id)
+        except InvalidTaskIdError:
+            continue  # the batch reports it; try the next id
+        except SoraError as exc:
+            if about_the_server(exc):
+                raise
+            return None
+    return None
 
 
 async def write_video(
@@ -331,9 +407,14 @@ async def cmd_fake_server(args: argparse.Namespace, out: IO[str], err: IO[str]) 
         return EXIT_USAGE
 
     # The global client options make no sense for the server: refuse them rather than ignore them.
-    misplaced = [
-        flag for flag, name in (("--fake", "fake"), ("--base-url", "base_url")) if hasattr(args, name)
-    ]
+    client_flags = (
+        ("--fake", "fake"),
+        ("--base-url", "base_url"),
+        ("--allow-insecure-http", "allow_insecure_http"),
+        ("--request-timeout", "request_timeout"),
+        ("--retries", "retries"),
+    )
+    misplaced = [flag for flag, name in client_flags if hasattr(args, name)]
     if misplaced:
         return usage(f"{' and '.join(misplaced)} cannot be used here: fake-server is the server itself")
     if not 0 <= args.port <= 65535:
@@ -378,17 +459,18 @@ async def cmd_fake_server(args: argparse.Namespace, out: IO[str], err: IO[str]) 
             args.tasks, duration=(span / 2, span * 1.5), failure_rate=args.failure_rate, seed=args.seed
         )
         accepts = "only the key given with --api-key" if key else "any key"
+        # Listening on every address: a client reaches it on this machine's loopback.
+        url = server.url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
         print(
             f"Fake Sora API on {server.url}, accepting {accepts} (Ctrl-C to stop). Point a client at it:",
             file=out,
         )
-        print(
-            f"  export COMETAPI_BASE_URL={server.url} COMETAPI_KEY={shlex.quote(key or 'any-key')}", file=out
-        )
+        print(f"  export COMETAPI_BASE_URL={url} COMETAPI_KEY={shlex.quote(key or 'any-key')}", file=out)
         if ids:
             failing = sum(server.tasks[task_id].timeline[-1][0] == "FAILURE" for task_id in ids)
             print(
-                f"{len(ids)} tasks created, {failing} of them to fail, all done within {span * 1.5:g} s:",
+                f"{len(ids)} task{'s' if len(ids) != 1 else ''} created, {failing} of them to fail, "
+                f"all done within {span * 1.5:g} s:",
                 file=out,
             )
             print(f"  sora-async wait {' '.join(ids)}", file=out)

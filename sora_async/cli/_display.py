@@ -17,6 +17,7 @@ bytes of a download so far, and the outcome of one task of a batch.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import contextvars
@@ -28,9 +29,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
-from sora_async._errors import APIError, SoraError
+from sora_async._errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ResponseDecodeError,
+    SoraError,
+    TaskNotFoundError,
+)
 from sora_async._models import Task, queue_wait_hint
-from sora_async._outcomes import TaskFailedError
+from sora_async._outcomes import TaskFailedError, WaitTimeoutError
 
 from ._args import cli_words
 
@@ -111,7 +119,39 @@ def describe(task: Task) -> str:
 def summarize(outcome: Task | SoraError) -> str:
     if isinstance(outcome, Task):
         return f"{outcome.raw_status} {outcome.video_url or ''}".rstrip()
-    return f"{type(outcome).__name__}: {outcome}"
+    return error_words(outcome)
+
+
+ERROR_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+    (TaskNotFoundError, "not found"),
+    (APITimeoutError, "timed out"),
+    (APIConnectionError, "no connection"),
+    (ResponseDecodeError, "an answer that is not the API's"),
+)
+
+
+def error_words(error: BaseException) -> str:
+    """An error as a person reads it in a line about one task: what happened, in words, then why."""
+    if isinstance(error, TaskFailedError):
+        return f"FAILURE ({error.fail_reason or 'no reason given'})"
+    if isinstance(error, WaitTimeoutError):
+        return f"still running at the deadline: {error}"
+    for cls, words in ERROR_WORDS:
+        if isinstance(error, cls):
+            return f"{words}: {cli_words(str(error))}"
+    if isinstance(error, APIError):
+        return f"refused: {error}"
+    return cli_words(str(error)) or type(error).__name__
+
+
+def reason_words(error: BaseException) -> str:
+    """Why one try failed, in a few words, for a retry line."""
+    if isinstance(error, APIError):
+        return f"HTTP {error.status_code}"
+    for cls, words in ERROR_WORDS:
+        if isinstance(error, cls):
+            return words
+    return type(error).__name__
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -130,6 +170,13 @@ def task_json(task: Task) -> dict[str, Any]:
 
 def error_json(task_id: str | None, error: BaseException, resume: Sequence[str] = ()) -> dict[str, Any]:
     """The JSON error object: the task (None when none was created), the error, how to resume."""
+    if isinstance(error, (asyncio.CancelledError, KeyboardInterrupt)):
+        return {
+            "task_id": task_id,
+            "error": "Interrupted",
+            "message": "interrupted (Ctrl-C)",
+            **({"resume": list(resume)} if resume else {}),
+        }
     # The SDK's parameter names become flags; a server's own words stay as sent.
     message = str(error) if isinstance(error, APIError) else cli_words(str(error))
     result: dict[str, Any] = {"task_id": task_id, "error": type(error).__name__, "message": message}
@@ -196,6 +243,20 @@ class Transfer:
 # --- the displays -------------------------------------------------------------
 
 
+class Changes:
+    """Which snapshots are news: the first of each task, then each change of status or progress."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def new(self, task: Task) -> bool:
+        state = (task.raw_status, task.progress)
+        if self._last.get(task.task_id) == state:
+            return False
+        self._last[task.task_id] = state
+        return True
+
+
 class PlainDisplay:
     """One line per change, for logs and pipes."""
 
@@ -204,12 +265,14 @@ class PlainDisplay:
         self.clock = clock
         self.started = clock()
         self._tenths = Tenths()
+        self._changes = Changes()
 
     def _line(self, text: str) -> None:
         print(f"[{self.clock() - self.started:7.1f}s] {text}", file=self.stream, flush=True)
 
     def task(self, task: Task) -> None:
-        self._line(describe(task))
+        if self._changes.new(task):
+            self._line(describe(task))
 
     def bytes(self, done: int, total: int | None) -> None:
         if self._tenths.due(done, total):  # a line per tenth, not per chunk
@@ -234,12 +297,14 @@ class JsonLinesDisplay:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self._tenths = Tenths()
+        self._changes = Changes()
 
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
         print(json.dumps({"event": event, **fields}), file=self.stream, flush=True)
 
     def task(self, task: Task) -> None:
-        self._emit("task", task_json(task))
+        if self._changes.new(task):
+            self._emit("task", task_json(task))
 
     def bytes(self, done: int, total: int | None) -> None:
         if self._tenths.due(done, total):
@@ -382,26 +447,31 @@ class RichDisplay:
         return status, f"{task.percent:.0f}%" if task.percent is not None else ""
 
     def _task_line(self, seen: Seen, width: int, now: float) -> Any:
+        """The richest form of the task's line that fits: the id goes first (it is printed above),
+        then the bar, then the long words; status, percent and elapsed time always stay."""
         task = seen.task
         percent = task.percent
-        parts = [task.raw_status or "waiting"]
+        status = task.raw_status or task.status.value
         position = queue_position(task)
         wait = queue_wait_hint(task)
-        left_in_queue = None if wait is None else wait - (now - seen.at)
+        left = None if wait is None else wait - (now - seen.at)
         elapsed = clock_time(now - self.started)
-        if width >= WIDE:
-            if position is not None:
-                parts.append(f"· queue position {position}")
-            tail = [f"{percent:3.0f}%" if percent is not None else "", elapsed]
-            if left_in_queue is not None and left_in_queue > 0:
-                tail.append(f"· about {clock_time(left_in_queue)} left in queue")
-            return self._with_bar(f"{task.task_id} {' '.join(parts)}", " ".join(tail), percent, 100, width)
-        if position is not None:
-            parts.append(f"q{position}")
-        if percent is not None:
-            parts.append(f"{percent:.0f}%")
-        parts.append(elapsed)
-        return self._cut(" ".join(parts))
+        shown = f"{percent:.0f}%" if percent is not None else ""
+        queue_long = f" · queue position {position}" if position is not None else ""
+        queue_short = f" q{position}" if position is not None else ""
+        eta_long = f" · about {clock_time(left)} left in queue" if left is not None and left > 0 else ""
+        eta_short = f" ~{clock_time(left)}" if left is not None and left > 0 else ""
+        tail = f"{shown:>4} {elapsed}{eta_long}"
+        for head in (f"{task.task_id} {status}{queue_long}", f"{status}{queue_long}"):
+            if len(head) + len(tail) + 2 + 10 <= width:  # room for a bar of 10 or more
+                return self._with_bar(head, tail, percent, 100, width)
+        for line in (
+            f"{status}{queue_long} {shown} {elapsed}{eta_long}",
+            f"{status}{queue_short} {shown} {elapsed}{eta_short}",
+        ):
+            if len(line) <= width:
+                return self._cut(line.replace("  ", " "))
+        return self._cut(f"{status}{queue_short} {shown} {elapsed}".replace("  ", " "))
 
     def _summary_line(self, width: int, now: float) -> Any:
         total = self.total or 0
@@ -467,5 +537,7 @@ def make_display(
         except ImportError:
             pass
         else:
-            return RichDisplay(Console(file=stream), total=total if kind == "batch" else None)
+            console = Console(file=stream)
+            if not console.is_dumb_terminal:  # TERM=dumb cannot redraw: plain lines there
+                return RichDisplay(console, total=total if kind == "batch" else None)
     return PlainDisplay(stream)

@@ -20,6 +20,7 @@ from sora_async._errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
+    BadRequestError,
     DownloadError,
     PermissionDeniedError,
     RateLimitError,
@@ -42,7 +43,7 @@ from ._args import (
     option,
     request_timeout,
 )
-from ._display import ABOVE
+from ._display import ABOVE, reason_words
 
 
 class ConfigError(Exception):
@@ -57,7 +58,7 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_CONFIG
     if isinstance(error, TaskNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(error, ValueError):  # a bad argument value, such as an empty task id
+    if isinstance(error, (ValueError, BadRequestError)):  # a bad value: ours (empty id) or the API's 400
         return EXIT_USAGE
     if isinstance(error, (APIConnectionError, ServerError, RateLimitError, ResponseDecodeError)):
         return EXIT_CONNECTION
@@ -108,8 +109,16 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     if option(args, "fake", False):
         return None
     base = base_url_of(args).strip()
-    parts = urllib.parse.urlsplit(base)
+    try:
+        parts = urllib.parse.urlsplit(base)
+    except ValueError:  # "http://[::1": the error itself says what is wrong
+        return None
     created = created_task_id(error) or getattr(error, "task_id", None)
+    if isinstance(error, DownloadError) and "has no video yet" in str(error):
+        task_id = error.task_id or option(args, "task_id")
+        return f"wait for it first: sora-async wait {task_id}" if task_id else None
+    if own_deadline_passed(error, args, retries):
+        return f"the --timeout of {option(args, 'timeout'):g} s ran out first; raise --timeout to wait longer"
     if args.command == "generate" and created is None:
         sent = isinstance(error, APIConnectionError) and error.request_sent
         if sent or isinstance(error, ServerError):  # a 5xx after the create: it may have been made
@@ -141,6 +150,17 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     return None
 
 
+def own_deadline_passed(error: BaseException, args: argparse.Namespace, retries: RetryLog) -> bool:
+    """Whether a timeout or a refused turn came from the command's own --timeout running out
+    (then the server is not to blame, and the hints about it would mislead)."""
+    timeout = option(args, "timeout")
+    if timeout is None or not isinstance(error, (APIConnectionError, DownloadError)):
+        return False
+    if isinstance(error, APIConnectionError) and "before the deadline" in str(error):
+        return True  # no time, or no turn in the budget, was left: said by the transport itself
+    return isinstance(error, TimeoutError) and retries.elapsed() >= 0.9 * float(timeout)
+
+
 class RetryLog(logging.Handler):
     """Counts the SDK's retries (its `sora_retry` log records), and shows each on a terminal.
 
@@ -164,7 +184,7 @@ class RetryLog(logging.Handler):
         what, error, delay = info
         self.counts[what] = self.counts.get(what, 0) + 1
         if self.show:
-            text = f"{what} failed ({type(error).__name__}); next try in {delay:.1f} s"
+            text = f"{what} failed ({reason_words(error)}); next try in {delay:.1f} s"
             above = ABOVE.get()
             if above is not None:  # a live display runs: the line goes above it, not through it
                 above(text, "dim" if self.color else None)
