@@ -16,6 +16,59 @@ per task id so tests can check how often a client polled::
             task_id = await client.create_video("a red kite")
             done = await client.wait_until_done(task_id, poll=PollPolicy(0.01, 0.05))
         assert server.polls(task_id) == 6
+
+Two surfaces, one store of tasks
+--------------------------------
+
+The server speaks both formats of PROTOCOL.md over the same tasks,
+timelines, clock, counters and fault injection, so a task created through
+either one can be read through both:
+
+- the reverse format (Part 1): `POST /sora/v1/videos` and
+  `GET /sora/v1/videos/{task_id}` in the gateway's envelope, with the
+  files on a fake video host, `/_fake/cdn/{task_id}/{variant}`, which (like
+  the real CDN) needs no key;
+- the OpenAI format (Part 2): `POST /v1/videos` (JSON, multipart with an
+  `input_reference` file, or url-encoded), `GET /v1/videos/{id}` (the bare
+  video object: NOT_START shows as "unknown", SUBMITTED and QUEUED as
+  "queued", IN_PROGRESS as "in_progress", SUCCESS as "completed", FAILURE
+  as "failed" with `error`), `GET /v1/videos/{id}/content?variant=...`
+  (the sample MP4, or the sample JPEG for "thumbnail" and "spritesheet";
+  it needs the key like every API route) and
+  `POST /v1/videos/{id}/remix` (of a completed task only). Its errors:
+  400 `missing_model`, `invalid_request`, `invalid_seconds` and
+  `invalid_size` on create; an unknown id is 400 with the envelope
+  `task_not_exist` on retrieve and 404 "Task not found" on content; content
+  before completion is 400 "Task is not completed yet, current status: ...".
+
+A retrieve is a poll, exactly as a reverse-format query is: it advances a
+"poll"-mode timeline and counts under the task id. `requests` counts
+`"create"` (creates and remixes, on both surfaces), each task id (queries
+and retrieves) and `"content"` (downloads); `recorded` keeps every request
+with its headers, the fake video host's included, so a test can check that
+no `Authorization` header reached it.
+
+Gateway quirks of the OpenAI surface, each off until a `VideoQuirks` field
+switches it on (PROTOCOL.md, Part 2, names the source of each):
+
+- `leak_not_start`: status "NOT_START" instead of "unknown" (quirks: "other
+  deployments have leaked NOT_START itself");
+- `failure_without_status`: a failed task is the stored upstream error,
+  with no `status` (quirks: "the stored body is that error object");
+- `content_cut_after` and `content_cuts`: the first downloads stop short of
+  their Content-Length (quirks: the 60 s gateway timeout on content);
+- `ignore_variant`: every download is the MP4 (quirks: "the gateway ignores
+  variant");
+- `unavailable_models`: creates of these models answer 503
+  `model_not_found` (Errors: "a model with no channel behind it");
+- `chinese_429`: every 429 carries the gateway's Chinese "upstream
+  saturated" message (quirks: "it rewrites every 429 message");
+- `video_url` and `content_redirect`: a completed object links, and content
+  redirects, to the fake video host under another host name (the video
+  object's optional `video_url`; Part 1: never send the key to another host).
+
+A task stuck `in_progress` for ever (the gateway's own time-out, quirks)
+needs no quirk: a timeline of `[("IN_PROGRESS", "50%")]` does it.
 """
 
 from __future__ import annotations
@@ -38,6 +91,8 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
+from sora_async._fake_videos import UploadedReference, VideoQuirks, VideoRoutes, task_dimensions
+
 __all__ = [
     "DEFAULT_TIMELINE",
     "FAILURE_TIMELINE",
@@ -46,6 +101,8 @@ __all__ = [
     "FakeTask",
     "Fault",
     "RecordedRequest",
+    "UploadedReference",
+    "VideoQuirks",
 ]
 
 State = tuple[str, str]
@@ -86,7 +143,8 @@ def sample_file(kind: Literal["mp4", "jpg"]) -> bytes:
     return (importlib.resources.files("sora_async") / "_assets" / f"sample.{kind}").read_bytes()
 
 
-Route = Literal["any", "create", "query", "cdn"]
+Route = Literal["any", "create", "query", "content", "cdn"]
+"""Where an injected fault applies: see `FakeSoraServer.inject`."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +243,15 @@ class Chaos:
 
 @dataclass
 class FakeTask:
-    """A task held by the fake server; its state is read from `timeline`."""
+    """A task held by the fake server; its state is read from `timeline`.
+
+    Both surfaces show the same task. `request` holds the create's fields: the
+    reverse format's JSON object, or the `/v1/videos` fields (form values are
+    strings) with `seconds` and `size` defaults filled in; a remix's holds
+    the source's model, seconds and size under the remix body.
+    `input_reference` is the file a multipart create uploaded, and
+    `remixed_from` the source id of a remix.
+    """
 
     task_id: str
     prompt: str
@@ -196,6 +262,8 @@ class FakeTask:
     request: dict[str, Any]
     served: int = 0
     step_seconds: float | None = None
+    input_reference: UploadedReference | None = None
+    remixed_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +316,9 @@ class FakeSoraServer:
             The status is 0 when no answer was sent (the client hung up, or
             a fault dropped the connection). The `fake-server` command uses
             it for its request log.
+        video_quirks: The gateway quirks the `/v1/videos` surface shows
+            (see `VideoQuirks`); none by default. The `video_quirks`
+            attribute can be replaced while the server runs.
     """
 
     def __init__(
@@ -268,6 +339,7 @@ class FakeSoraServer:
         host: str = "127.0.0.1",
         port: int = 0,
         on_request: Callable[[str, str, int, float], object] | None = None,
+        video_quirks: VideoQuirks | None = None,
     ) -> None:
         if advance not in ("poll", "clock", "sweep"):
             raise ValueError("advance must be 'poll', 'clock' or 'sweep'")
@@ -292,9 +364,12 @@ class FakeSoraServer:
         """API requests by key, counted on arrival, whatever the answer (a 429
         of `rate_limit`, a 401, an injected or `chaos` fault, or a real answer):
 
-        - `"create"`: each `POST /sora/v1/videos`, a refused body included;
-        - a task id: each `GET /sora/v1/videos/{task_id}` of that id, unknown
-          ids included (`polls(task_id)` reads this).
+        - `"create"`: each `POST /sora/v1/videos`, `POST /v1/videos` and
+          `POST /v1/videos/{id}/remix`, a refused body included;
+        - a task id: each `GET /sora/v1/videos/{task_id}` and
+          `GET /v1/videos/{task_id}` of that id, unknown ids included
+          (`polls(task_id)` reads this);
+        - `"content"`: each `GET /v1/videos/{id}/content`.
 
         A key never seen reads 0, as in any `Counter`. Requests to the fake
         video host (`/_fake/cdn/...`) and to `/_fake/stats` and `/_fake/tasks`
@@ -320,6 +395,9 @@ class FakeSoraServer:
         self._scripts: collections.deque[tuple[tuple[State, ...], str | None]] = collections.deque()
         self._injections: list[_Injection] = []
         self._runner: web.AppRunner | None = None
+        self.video_quirks = video_quirks if video_quirks is not None else VideoQuirks()
+        """The quirks of the `/v1/videos` surface, read on every request."""
+        self._videos = VideoRoutes(self, sample_file)
         self.app = self._make_app()
 
     # --- lifecycle ---------------------------------------------------------
@@ -413,8 +491,11 @@ class FakeSoraServer:
         Args:
             fault: The answer to send instead of the real one.
             times: How many requests get it.
-            route: "create", "query", "cdn" (the fake video host), or "any"
-                (the API routes).
+            route: "create" (a create or a remix, on either surface),
+                "query" (a query or a retrieve), "content" (the
+                `/v1/videos/{id}/content` download), "cdn" (the fake video
+                host), or "any" (every API route, content included; not the
+                fake video host).
             task_id: Only queries of this task (or its files) match.
         """
         if times < 1:
@@ -506,6 +587,7 @@ class FakeSoraServer:
         app = web.Application(middlewares=[self._report] if self.on_request is not None else [])
         app.router.add_post("/sora/v1/videos", self._handle_create)
         app.router.add_get("/sora/v1/videos/{task_id}", self._handle_query)
+        self._videos.mount(app.router)
         app.router.add_get("/_fake/cdn/{task_id}/{variant}", self._handle_cdn)
         app.router.add_get("/_fake/stats", self._handle_stats)
         app.router.add_post("/_fake/tasks", self._handle_add_tasks)
@@ -581,22 +663,35 @@ class FakeSoraServer:
             or not payload["prompt"]
         ):
             return _envelope_error(400, "invalid_request", "prompt is required")
-        timeline, fail_reason = self._scripts.popleft() if self._scripts else (self.timeline, None)
-        task_id = self.add_task(timeline=timeline, fail_reason=fail_reason, prompt=payload["prompt"])
-        self.tasks[task_id].request = payload
+        task_id = self._create_task(payload["prompt"], payload).task_id
         if self.create_response == "object":
             return web.json_response({"id": task_id, "task_id": task_id, "status": "queued"})
         if self.create_response == "envelope_object":
             return web.json_response({"code": "success", "message": "", "data": {"task_id": task_id}})
         return web.json_response({"code": "success", "message": "", "data": task_id})
 
+    def _create_task(self, prompt: str, request: dict[str, Any]) -> FakeTask:
+        """A task created through the API: the next scripted timeline, or the server's."""
+        timeline, fail_reason = self._scripts.popleft() if self._scripts else (self.timeline, None)
+        task = self.tasks[self.add_task(timeline=timeline, fail_reason=fail_reason, prompt=prompt)]
+        task.request = request
+        return task
+
     async def _gate(
-        self, request: web.Request, body: bytes, route: Route, task_id: str | None
+        self,
+        request: web.Request,
+        body: bytes,
+        route: Route,
+        task_id: str | None,
+        *,
+        count_as: str | None = None,
     ) -> web.StreamResponse | None:
         """What every API request goes through first: counting, the rate limit,
-        injected faults and the key check. Returns the answer that stops it, if any."""
+        injected faults and the key check. Returns the answer that stops it, if any.
+
+        The request counts under `count_as`, else its task id, else its route."""
         self._record(request, body)
-        self.requests[task_id if task_id is not None else route] += 1
+        self.requests[count_as or (task_id if task_id is not None else route)] += 1
         throttled = self._admit()
         if throttled is not None:
             return throttled
@@ -712,9 +807,7 @@ class FakeSoraServer:
     def _upstream_object(self, task: FakeTask, status: str, steps_left: int) -> dict[str, Any] | None:
         if status == "NOT_START":
             return None
-        width = int(task.request.get("width") or 854)
-        height = int(task.request.get("height") or 480)
-        n_frames = int(task.request.get("n_frames") or 150)
+        width, height, n_frames = task_dimensions(task.request)
         upstream: dict[str, Any] = {
             "id": task.task_id,
             "status": _UPSTREAM_STATUS.get(status, "running"),
