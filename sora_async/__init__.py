@@ -2,7 +2,7 @@
 
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
 from ._cadence import CadencePolicy, SweepEstimator
-from ._client import DEFAULT_BATCH_CONCURRENCY, DEFAULT_WAIT_TIMEOUT, ProgressCallback, SoraClient
+from ._client import SoraClient
 from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadProgress, VideoStream
 from ._download_plan import Destination, Variant, check_destination
 from ._engine import CONSUMER_GRACE, FINAL_POLL_LEAD, Batch
@@ -18,6 +18,7 @@ from ._errors import (
     DownloadTimeoutError,
     EventLoopMismatchError,
     InvalidTaskIdError,
+    ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -25,11 +26,15 @@ from ._errors import (
     SoraError,
     TaskNotFoundError,
     URLExpiredError,
+    VideoNotReadyError,
 )
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
 from ._policy import PollPolicy, RetryPolicy
 from ._protocol import Action, CreateOptions
+from ._videos import InputReference, Videos
+from ._videos_protocol import ContentVariant
+from ._waits import DEFAULT_BATCH_CONCURRENCY, DEFAULT_WAIT_TIMEOUT, ProgressCallback
 
 __version__ = "0.1.0"
 
@@ -50,6 +55,7 @@ __all__ = [
     "Budget",
     "CadencePolicy",
     "ClientClosedError",
+    "ContentVariant",
     "CreateOptions",
     "Destination",
     "DestinationExistsError",
@@ -60,7 +66,9 @@ __all__ = [
     "Encodings",
     "EventLoopMismatchError",
     "Generation",
+    "InputReference",
     "InvalidTaskIdError",
+    "ModelNotAvailableError",
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
@@ -79,7 +87,9 @@ __all__ = [
     "URLExpiredError",
     "Variant",
     "Video",
+    "VideoNotReadyError",
     "VideoStream",
+    "Videos",
     "WaitTimeoutError",
     "__version__",
     "check_destination",

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import pathlib
-import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -25,47 +23,42 @@ from ._download import (
     save_video,
 )
 from ._download_plan import DownloadPlan, Variant, check_download_choice, plan_download
-from ._engine import Batch, collect_ids, follow, outcome_of
-from ._errors import APIConnectionError, ClientClosedError, SoraError
 from ._gate import Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus
-from ._outcomes import Outcome, WaitTimeoutError
 from ._policy import PollPolicy, RetryPolicy
 from ._protocol import (
     DEFAULT_BASE_URL,
     TASKS_PATH,
     CreateOptions,
     build_create_body,
-    create_rejected_unprocessed,
     normalize_base_url,
     normalize_task_id,
     parse_create_response,
     parse_task_response,
     task_path,
 )
-from ._transport import Response, Transport
+from ._transport import Response, Transport, retry_create, retry_idempotent
+from ._videos import Videos
+from ._waits import (
+    DEFAULT_WAIT_TIMEOUT,
+    ProgressCallback,
+    TaskWaits,
+    check_timeout,
+    time_left,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["DEFAULT_BATCH_CONCURRENCY", "DEFAULT_WAIT_TIMEOUT", "ProgressCallback", "SoraClient"]
+__all__ = ["SoraClient"]
 
 logger = logging.getLogger("sora_async")
-
-DEFAULT_WAIT_TIMEOUT = 1800.0
-"""Seconds `wait_until_done`, `watch` and `generate` wait by default (30 min)."""
-
-DEFAULT_BATCH_CONCURRENCY = 5
-"""CometAPI's suggested starting cap on concurrent requests, for one batch."""
 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 100
 
-ProgressCallback = Callable[[Task], "Awaitable[object] | object"]
-"""Called with each new snapshot; may be a plain function or a coroutine function."""
 
-
-class SoraClient:
+class SoraClient(TaskWaits):
     """An asyncio client for CometAPI's Sora video task API.
 
     Use it as an async context manager, or call `aclose()` when done::
@@ -105,6 +98,11 @@ class SoraClient:
         max_retry_after: The longest pause, in seconds, that a server's
             `Retry-After` may impose on the client (default 60 s). It is
             honoured on 429, 503 and any other error answer that carries it.
+
+    Attributes:
+        videos: The OpenAI-format video API (`/v1/videos`: sora-2 and the
+            gateway's other video models) as a `Videos` namespace sharing
+            this client's key, budget, retries and poll policy.
 
     Raises:
         ValueError: No key was given or found in `COMETAPI_KEY`, the base
@@ -151,6 +149,8 @@ class SoraClient:
             retry=retry if retry is not None else RetryPolicy(),
             max_retries=max_retries,
         )
+        self.videos = Videos(self._transport, self._poll, key)
+        """The OpenAI-format video API (`/v1/videos`) on this client's key, budget and poll policy."""
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -207,9 +207,9 @@ class SoraClient:
             SoraError: Another API, connection or decode error.
         """
         path = task_path(normalize_task_id(task_id))
-        _check_timeout(timeout)
+        check_timeout(timeout)
         deadline = self._deadline(timeout)
-        return await self._transport.call("GET", path, None, self._parse_task, _retry_idempotent, deadline)
+        return await self._transport.call("GET", path, None, self._parse_task, retry_idempotent, deadline)
 
     async def create_video(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[CreateOptions]
@@ -235,86 +235,9 @@ class SoraClient:
             APITimeoutError: `timeout` passed first.
             SoraError: The API refused, or the outcome is unknown.
         """
-        _check_timeout(timeout)
+        check_timeout(timeout)
         body = build_create_body(prompt, options)
         return await self._create(body, deadline=self._deadline(timeout))
-
-    def watch(
-        self,
-        task_id: str,
-        *,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        poll: PollPolicy | None = None,
-    ) -> AsyncGenerator[Task, None]:
-        """Yield the first snapshot of a task, then each one that changed.
-
-        A snapshot counts as changed when its status or progress string
-        differs from the last one yielded. The iterator ends after the
-        snapshot with a final status (SUCCESS or FAILURE); it does not raise
-        on FAILURE. Polling happens only while the consumer asks for more.
-
-        Args:
-            task_id: The task to follow.
-            timeout: Seconds before `WaitTimeoutError`; None waits for ever.
-            poll: A `PollPolicy` for this call; defaults to the client's.
-
-        Raises:
-            ValueError: The id or timeout is invalid (raised at once, not on iteration).
-            WaitTimeoutError: No final status before the deadline.
-            ClientClosedError: The client was closed.
-        """
-        task_id = normalize_task_id(task_id)
-        _check_timeout(timeout)
-        return self._follow(task_id, timeout, poll)
-
-    async def wait_until_done(
-        self,
-        task_id: str,
-        *,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        poll: PollPolicy | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> Task:
-        """Poll a task until it ends and return the SUCCESS snapshot.
-
-        The wait ends by its deadline: its last sleep is shortened so that it
-        polls once more just before the deadline (`FINAL_POLL_LEAD`), and no
-        hint from the server or the policy ends it earlier. Transient
-        failures, malformed answers (`ResponseDecodeError`) included, are
-        retried with backoff until then.
-
-        Args:
-            task_id: The task to wait for.
-            timeout: Seconds before `WaitTimeoutError`; None waits for ever.
-            poll: A `PollPolicy` for this call; defaults to the client's.
-            on_progress: Called with the first snapshot and then once per
-                change of status or progress; may be async.
-
-        Raises:
-            ValueError: The id or timeout is invalid.
-            TaskFailedError: The task ended in FAILURE.
-            WaitTimeoutError: The deadline passed first; it carries the
-                seconds waited and the polls sent.
-            ClientClosedError: The client was closed during the wait.
-            SoraError: A request failed for good (not retryable).
-        """
-        task_id = normalize_task_id(task_id)
-        _check_timeout(timeout)
-        last: Task | None = None
-        snapshots = self._follow(task_id, timeout, poll)
-        try:
-            async for last in snapshots:
-                if on_progress is not None:
-                    result = on_progress(last)
-                    if inspect.isawaitable(result):
-                        await result
-        finally:
-            await snapshots.aclose()
-        assert last is not None  # follow() ends only after a final snapshot
-        outcome = outcome_of(last)
-        if isinstance(outcome, SoraError):
-            raise outcome
-        return outcome
 
     async def generate(
         self,
@@ -353,32 +276,16 @@ class SoraClient:
                 task when it had been created.
             SoraError: The create or a poll failed for good.
         """
-        _check_timeout(timeout)
+        check_timeout(timeout)
         body = build_create_body(prompt, options)
         gate = self._transport.gate()
         started = gate.now()
         deadline = self._deadline(timeout)
         task_id = await self._create(body, deadline=deadline)
         logger.debug("created task %s", task_id)
-        # From here on the task exists and is billed: whatever ends this call
-        # must say which task it was, so that it can be waited for again.
-        try:
-            remaining = None if deadline is None else deadline - gate.now()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeoutError(task_id, None, timeout, elapsed=gate.now() - started, polls=0)
-            try:
-                return await self.wait_until_done(
-                    task_id, timeout=remaining, poll=poll, on_progress=on_progress
-                )
-            except ClientClosedError as exc:
-                raise ClientClosedError(
-                    f"the client was closed while waiting for task {task_id}, which keeps running "
-                    "upstream; wait for it again by this id",
-                    task_id=task_id,
-                ) from exc
-        except BaseException as exc:
-            name_created_task(exc, task_id)
-            raise
+        return await self._wait_created(
+            task_id, started=started, deadline=deadline, timeout=timeout, poll=poll, on_progress=on_progress
+        )
 
     # --- files -------------------------------------------------------------
 
@@ -452,7 +359,7 @@ class SoraClient:
             ClientClosedError: The client was closed during the download.
         """
         check_download_choice(variant, generation)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         gate = self._transport.gate()
         deadline = self._deadline(timeout)
         plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
@@ -461,7 +368,7 @@ class SoraClient:
             plan,
             dest,
             on_progress=on_progress,
-            total_seconds=_time_left(gate, deadline),
+            total_seconds=time_left(gate, deadline),
             closed=self._is_closed,
             overwrite=overwrite,
         )
@@ -495,7 +402,7 @@ class SoraClient:
         """
         check_download_choice(variant, generation)
         check_count("max_bytes", max_bytes, minimum=1)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         gate = self._transport.gate()
         deadline = self._deadline(timeout)
         plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
@@ -503,7 +410,7 @@ class SoraClient:
             self._transport.cdn_session(),
             plan,
             max_bytes=max_bytes,
-            total_seconds=_time_left(gate, deadline),
+            total_seconds=time_left(gate, deadline),
             closed=self._is_closed,
         )
 
@@ -543,7 +450,7 @@ class SoraClient:
                 On entering or while iterating, as for `download_bytes`.
         """
         check_download_choice(variant, generation)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         return self._stream_video(task_or_id, variant, generation, timeout)
 
     @contextlib.asynccontextmanager
@@ -556,7 +463,7 @@ class SoraClient:
         async with open_video(
             self._transport.cdn_session(),
             plan,
-            total_seconds=_time_left(gate, deadline),
+            total_seconds=time_left(gate, deadline),
             closed=self._is_closed,
         ) as video:
             yield video
@@ -567,131 +474,15 @@ class SoraClient:
         """What to fetch, after fetching the task when given an id or a stripped snapshot."""
         task = task_or_id
         if not isinstance(task, Task):
-            task = await self.get_task(task, timeout=_time_left(gate, deadline))
+            task = await self.get_task(task, timeout=time_left(gate, deadline))
         if task.status is TaskStatus.SUCCESS and task.data == NULL_PAYLOAD:
             # A stripped snapshot: fetch the payload.
-            task = await self.get_task(task.task_id, timeout=_time_left(gate, deadline))
+            task = await self.get_task(task.task_id, timeout=time_left(gate, deadline))
         return plan_download(task, variant, generation)
-
-    def _is_closed(self) -> bool:
-        return self._transport.closed
-
-    # --- many tasks --------------------------------------------------------
-
-    def as_completed(
-        self,
-        task_ids: Iterable[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        rate_limit: float | None = None,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        poll: PollPolicy | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> Batch:
-        """Wait for many tasks and yield each (task id, outcome) as soon as it is known.
-
-        The outcome is what `wait_until_done` would have returned or raised:
-        the SUCCESS `Task`, or a `TaskFailedError`, `WaitTimeoutError`,
-        `TaskNotFoundError` or other `SoraError` instance. One bad task never
-        stops the others: an id that cannot be sent (empty, white space
-        inside, too long) gets an `InvalidTaskIdError` (a ValueError) as its
-        outcome, at once. Ids are stripped of surrounding white space, and
-        yielded stripped. A repeated id is polled once and yielded once per
-        occurrence.
-
-        The batch's polls pass through the batch's own budget (`concurrency`
-        in flight, `rate_limit` per second) and then the client's, so a 429
-        pauses the batch together with every other request of the client.
-        Between polls each task costs a few hundred bytes; no coroutine
-        sleeps per task.
-
-        Use it as an async context manager so that leaving the block stops
-        every poll at once; a bare `async for` also works, and stops
-        starting polls within a second (`CONSUMER_GRACE`) of the consumer
-        leaving the loop::
-
-            async with client.as_completed(ids) as outcomes:
-                async for task_id, outcome in outcomes:
-                    ...
-
-        Args:
-            task_ids: Any iterable of ids, a generator included; read at once.
-            concurrency: The most polls of this batch in flight.
-            rate_limit: Polls per second for this batch, or None.
-            timeout: Seconds for the whole batch; unfinished tasks then get
-                a `WaitTimeoutError`. None waits for ever.
-            poll: The `PollPolicy` for each task; defaults to the client's.
-            on_progress: Called with each task's first snapshot and then once
-                per change of its status or progress, the final one included
-                (before its outcome is yielded); may be async. It runs in the
-                poll that saw the change, holding that poll's slot of
-                `concurrency` until it returns, so keep it short. An error it
-                raises ends the iteration by being raised.
-
-        Raises:
-            TypeError: `task_ids` is a string or holds a non-string (nothing is sent).
-            TypeError, ValueError: A limit or the timeout is invalid (nothing is sent).
-            ClientClosedError: Raised by the iteration when the client closes.
-        """
-        _check_timeout(timeout)
-        check_count("concurrency", concurrency, minimum=1)  # named as the caller knows it
-        counts, rejected = collect_ids(task_ids, normalize_task_id)
-        return Batch(
-            counts,
-            rejected,
-            bind=self._transport.gate,
-            poll=self._poll_task,
-            retry=self._transport.retry,
-            policy=poll if poll is not None else self._poll,
-            budget=Budget(rate_limit, concurrency),
-            timeout=timeout,
-            on_progress=on_progress,
-        )
-
-    async def wait_many(
-        self,
-        task_ids: Iterable[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        rate_limit: float | None = None,
-        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
-        poll: PollPolicy | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Outcome]:
-        """Wait for many tasks and return {task id: outcome}; see `as_completed`."""
-        results: dict[str, Outcome] = {}
-        async with self.as_completed(
-            task_ids,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            timeout=timeout,
-            poll=poll,
-            on_progress=on_progress,
-        ) as outcomes:
-            async for task_id, outcome in outcomes:
-                results[task_id] = outcome
-        return results
 
     # --- internals ---------------------------------------------------------
 
-    def _deadline(self, timeout: float | None) -> float | None:
-        """The loop time `timeout` seconds from now, or None."""
-        return None if timeout is None else self._transport.gate().now() + timeout
-
-    def _follow(
-        self, task_id: str, timeout: float | None, poll: PollPolicy | None
-    ) -> AsyncGenerator[Task, None]:
-        """The engine's single-task loop for this client; it starts on first iteration."""
-        return follow(
-            self._transport.gate,
-            task_id,
-            policy=poll if poll is not None else self._poll,
-            timeout=timeout,
-            poll=self._poll_task,
-            retry=self._transport.retry,
-        )
-
-    async def _poll_task(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
+    async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: the engine schedules its own retries."""
         response = await self._transport.send("GET", task_path(task_id), None, deadline)
         return self._parse_task(response), response.retry_after
@@ -705,49 +496,4 @@ class SoraClient:
                 response.status, response.headers, response.body, secret=self._api_key
             )
 
-        return await self._transport.call("POST", TASKS_PATH, body, parse, _retry_create, deadline)
-
-
-def name_created_task(exc: BaseException, task_id: str) -> None:
-    """Make `exc` name the task that was created before it was raised.
-
-    A `SoraError` that names no task gets `task_id`; every exception gets a
-    note saying how to wait for the task again.
-    """
-    if isinstance(exc, SoraError) and exc.task_id is None:
-        exc.task_id = task_id
-    exc.__dict__.setdefault(_CREATED, task_id)
-    note = f"task {task_id} was created and is billed; wait for it with wait_until_done({task_id!r})"
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # the same attribute; 3.10's tracebacks do not print it
-        setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
-
-
-def created_task_id(exc: BaseException) -> str | None:
-    """The task `generate` had created when it raised `exc` (see `name_created_task`), or None."""
-    created = exc.__dict__.get(_CREATED)
-    return created if isinstance(created, str) else None
-
-
-_CREATED = "_sora_created_task_id"
-
-
-def _retry_idempotent(exc: SoraError, response: Response | None) -> bool:
-    return exc.retryable
-
-
-def _retry_create(exc: SoraError, response: Response | None) -> bool:
-    if isinstance(exc, APIConnectionError):
-        return not exc.request_sent
-    return response is not None and create_rejected_unprocessed(response.status, response.body)
-
-
-def _time_left(gate: Gate, deadline: float | None) -> float | None:
-    """Seconds from now to `deadline`, at least a millisecond, or None."""
-    return None if deadline is None else max(0.001, deadline - gate.now())
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None:
-        check_positive("timeout", timeout, hint=", or None to wait for ever")
+        return await self._transport.call("POST", TASKS_PATH, body, parse, retry_create, deadline)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import inspect
@@ -21,7 +22,8 @@ import os
 import pathlib
 import secrets
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import BinaryIO
 
 import aiohttp
@@ -36,6 +38,7 @@ from ._errors import (
     SoraError,
     URLExpiredError,
 )
+from ._protocol import error_from_response
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -196,6 +199,20 @@ class VideoStream:
             response.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class APIAccess:
+    """How to fetch a file the API itself serves (the OpenAI format's `/content`).
+
+    Attributes:
+        headers: Sent to `plan.url`'s origin (the API key), and to no other.
+        other_origin: The session for a redirect to another origin (a CDN),
+            which gets none of `headers`.
+    """
+
+    headers: Mapping[str, str]
+    other_origin: aiohttp.ClientSession
+
+
 @contextlib.asynccontextmanager
 async def open_video(
     session: aiohttp.ClientSession,
@@ -204,12 +221,18 @@ async def open_video(
     total_seconds: float | None = None,
     max_bytes: int | None = None,
     closed: Callable[[], bool] = _never,
+    api: APIAccess | None = None,
 ) -> AsyncIterator[VideoStream]:
     """Send the request for `plan.url`; yield its body as a `VideoStream`; close the connection on exit.
 
     Args:
-        session: A session with no credentials of the API.
+        session: A session with no credentials of the API (with `api`, the
+            API's session).
         plan: What to fetch.
+        api: For a file the API serves: redirects are followed by hand, at
+            most `MAX_REDIRECTS`, and `api.headers` go only to the API's
+            origin; an error answer from the API is read as the API error
+            it is (`TaskNotFoundError`, `VideoNotReadyError`, ...).
         total_seconds: Seconds for the request and the whole body; None for
             no limit (a host that sends nothing for 60 s still fails).
         max_bytes: The most bytes accepted, or None.
@@ -225,7 +248,10 @@ async def open_video(
     """
     limits = aiohttp.ClientTimeout(total=total_seconds, sock_connect=30, sock_read=60)
     try:
-        response = await session.get(plan.url, timeout=limits)
+        if api is None:
+            response = await session.get(plan.url, timeout=limits)
+        else:
+            response = await _follow_by_hand(session, plan, api, limits)
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
         raise _transfer_error(plan, 0, exc, closed) from exc
     except RuntimeError:  # aiohttp's "Session is closed"
@@ -234,10 +260,40 @@ async def open_video(
         raise
     stream = VideoStream(response, plan, max_bytes=max_bytes, closed=closed)
     try:
+        if api is not None and response.status != 200 and _same_origin(str(response.url), plan.url):
+            body = await response.content.read(64 * 1024)
+            key = api.headers.get("Authorization", "").removeprefix("Bearer ")
+            raise error_from_response(response.status, response.headers, body, secret=key or None)
         _check_answer(response, stream, plan)
         yield stream
     finally:
         stream.close()
+
+
+MAX_REDIRECTS = 5
+
+
+async def _follow_by_hand(
+    session: aiohttp.ClientSession, plan: DownloadPlan, api: APIAccess, limits: aiohttp.ClientTimeout
+) -> aiohttp.ClientResponse:
+    """GET `plan.url` with the API's headers, following redirects; the headers never leave its origin."""
+    url = plan.url
+    for _ in range(MAX_REDIRECTS + 1):
+        if _same_origin(url, plan.url):
+            response = await session.get(url, headers=api.headers, allow_redirects=False, timeout=limits)
+        else:
+            response = await api.other_origin.get(url, allow_redirects=False, timeout=limits)
+        location = response.headers.get("Location")
+        if response.status not in (301, 302, 303, 307, 308) or not location:
+            return response
+        response.release()
+        url = urllib.parse.urljoin(url, location)
+    raise DownloadError(f"the file of task {plan.task_id} redirects more than {MAX_REDIRECTS} times")
+
+
+def _same_origin(url: str, other: str) -> bool:
+    first, second = urllib.parse.urlsplit(url), urllib.parse.urlsplit(other)
+    return (first.scheme, first.hostname, first.port) == (second.scheme, second.hostname, second.port)
 
 
 def _check_answer(response: aiohttp.ClientResponse, stream: VideoStream, plan: DownloadPlan) -> None:
@@ -247,6 +303,12 @@ def _check_answer(response: aiohttp.ClientResponse, stream: VideoStream, plan: D
         error = DownloadError(f"the video host answered HTTP {response.status} for task {plan.task_id}")
         error.retryable = response.status == 429 or response.status >= 500
         raise error
+    content_type = response.headers.get("Content-Type", "")
+    if plan.variant in ("thumbnail", "spritesheet") and content_type.startswith("video/"):
+        raise DownloadError(
+            f"asked for the {plan.variant} of task {plan.task_id}, the server sent a video "
+            f"({content_type}): the gateway ignored the variant (PROTOCOL.md, Part 2)"
+        )
     length = response.content_length
     if length is not None and "Content-Encoding" not in response.headers:
         if plan.expected_size is not None and length != plan.expected_size:
@@ -293,11 +355,12 @@ async def read_video(
     max_bytes: int,
     total_seconds: float | None = None,
     closed: Callable[[], bool] = _never,
+    api: APIAccess | None = None,
 ) -> bytes:
     """The whole file as bytes, refused (DownloadError) as soon as it is known to pass `max_bytes`."""
     body = bytearray()
     async with open_video(
-        session, plan, total_seconds=total_seconds, max_bytes=max_bytes, closed=closed
+        session, plan, total_seconds=total_seconds, max_bytes=max_bytes, closed=closed, api=api
     ) as video:
         async for chunk in video:
             body += chunk
@@ -313,6 +376,7 @@ async def save_video(
     total_seconds: float | None = None,
     closed: Callable[[], bool] = _never,
     overwrite: bool = True,
+    api: APIAccess | None = None,
 ) -> pathlib.Path:
     """Download `plan.url` to `dest`, as `check_destination` describes; return the path as named.
 
@@ -347,7 +411,7 @@ async def save_video(
     sink = await _Sink.open(destination, deadline, overwrite=overwrite)
     try:
         remaining = None if deadline is None else max(0.001, deadline - loop.time())
-        async with open_video(session, plan, total_seconds=remaining, closed=closed) as video:
+        async with open_video(session, plan, total_seconds=remaining, closed=closed, api=api) as video:
             async for chunk in video:
                 await sink.write(chunk)
                 if on_progress is not None:

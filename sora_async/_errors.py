@@ -5,10 +5,12 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     SoraError
     ├── APIError                    the API answered with an error
     │   ├── BadRequestError         400, and other 4xx answers the SDK has no class for
-    │   │   └── TaskNotFoundError   the gateway's 400 `task_not_exist`
+    │   │   ├── TaskNotFoundError   the gateway's 400 `task_not_exist`, or /content's 404
+    │   │   └── VideoNotReadyError  /content asked for before the video completed
     │   ├── AuthenticationError     401: a bad or missing key
     │   ├── PermissionDeniedError   403, `quota_not_enough` among them
     │   ├── RateLimitError          429, with `.retry_after`
+    │   ├── ModelNotAvailableError  no channel serves the model: final (`model_not_found`)
     │   └── ServerError             5xx, and gateway codes that mean "try again"
     ├── APIConnectionError          no usable answer: refused, reset, truncated
     │   └── APITimeoutError         a request or a call ran out of time (also a TimeoutError)
@@ -51,6 +53,7 @@ __all__ = [
     "DownloadTimeoutError",
     "EventLoopMismatchError",
     "InvalidTaskIdError",
+    "ModelNotAvailableError",
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
@@ -58,6 +61,7 @@ __all__ = [
     "SoraError",
     "TaskNotFoundError",
     "URLExpiredError",
+    "VideoNotReadyError",
 ]
 
 
@@ -149,7 +153,32 @@ class BadRequestError(APIError):
 
 
 class TaskNotFoundError(BadRequestError):
-    """The gateway knows no task with this id (HTTP 400 `task_not_exist`)."""
+    """The gateway knows no task with this id.
+
+    HTTP 400 `task_not_exist` from a query of either format; HTTP 404 "Task
+    not found" from the OpenAI format's `/content` (PROTOCOL.md, Part 2).
+    """
+
+
+class VideoNotReadyError(BadRequestError):
+    """The video's file was asked for before the video completed (HTTP 400
+    "Task is not completed yet, current status: ..."; PROTOCOL.md, Part 2).
+
+    Wait for the video (`SoraClient.videos.wait_until_done`), then download it.
+    """
+
+
+class ModelNotAvailableError(APIError):
+    """The gateway serves no such model, or no channel for it: final, never retried.
+
+    new-api's `model_not_found` code (its message says no channel is
+    available for the model), a message saying so without the code, or a
+    404 naming the model (PROTOCOL.md, Part 2). Whatever the HTTP status (the
+    gateway sends it with 503), waiting or resending cannot help: the model
+    was retired or is not enabled for the key's group.
+    """
+
+    retryable = False
 
 
 class AuthenticationError(APIError):

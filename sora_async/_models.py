@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from typing import Any, Literal
 
 import msgspec
 
@@ -163,7 +164,16 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         submit_time, start_time, finish_time: Unix seconds; 0 means not set.
         action: The gateway's action name, "sora-video".
         notify_hook: The callback URL given at creation, if any.
-        data: The nested upstream object as undecoded JSON; see `video`.
+        data: The nested upstream object as undecoded JSON (see `video`);
+            for the OpenAI format, the video object as sent.
+        format: Which API the snapshot came from: "reverse" (`/sora/v1/videos`,
+            `SoraClient`'s own methods) or "openai" (`/v1/videos`,
+            `SoraClient.videos`).
+        model, seconds, size: The OpenAI format's model, duration ("8") and
+            size ("1280x720"); "" for the reverse format.
+        expires_at: OpenAI format: Unix seconds after which the file is
+            gone, 0 when not given.
+        remixed_from_video_id: OpenAI format: the source of a remix, or "".
 
     A null in any of these fields of the answer reads as "" (strings) or 0
     (times), so a FAILURE with `"fail_reason": null` is still a FAILURE.
@@ -180,6 +190,12 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     action: str = ""
     notify_hook: str = ""
     data: msgspec.Raw = NULL_PAYLOAD
+    format: Literal["reverse", "openai"] = "reverse"
+    model: str = ""
+    seconds: str = ""
+    size: str = ""
+    expires_at: int = 0
+    remixed_from_video_id: str = ""
 
     @property
     def is_terminal(self) -> bool:
@@ -199,7 +215,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def video(self) -> Video | None:
         """The nested generation object, decoded on first access and cached.
 
-        None when the task has no nested object (`data` is null). A null in
+        None when the task has no nested object (`data` is null), and for
+        the OpenAI format, which has none (see `video_url`). A null in
         any of its fields reads as that field's default: None, or `[]` for
         `generations` (whose null entries are dropped).
 
@@ -207,6 +224,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             ResponseDecodeError: The nested object has the wrong shape; the
                 message names the first field that did not fit.
         """
+        if self.format == "openai":
+            return None
         try:
             wire = _video_decoder.decode(self.data)
         except msgspec.DecodeError as exc:
@@ -223,7 +242,12 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
         A convenience over `video`: when the nested object cannot be decoded,
         this is None too; read `video` to get the `ResponseDecodeError`.
+        For the OpenAI format it is the answer's `video_url`, which the
+        gateway does not always send: `SoraClient.videos.download` fetches
+        the file from `/content` either way.
         """
+        if self.format == "openai":
+            return _openai_video_url(self.data)
         try:
             video = self.video
         except ResponseDecodeError:
@@ -235,6 +259,21 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, dict=True):
             if url:
                 return url
         return None
+
+
+class _OpenAIURL(msgspec.Struct):
+    video_url: Any = None
+
+
+_openai_url_decoder = msgspec.json.Decoder(_OpenAIURL)
+
+
+def _openai_video_url(data: msgspec.Raw) -> str | None:
+    try:
+        url = _openai_url_decoder.decode(data).video_url
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return url if isinstance(url, str) and url else None
 
 
 def parse_percent(progress: str) -> float | None:

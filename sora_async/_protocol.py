@@ -25,12 +25,14 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     InvalidTaskIdError,
+    ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
     ServerError,
     SoraError,
     TaskNotFoundError,
+    VideoNotReadyError,
 )
 from ._models import Task, TaskStatus
 
@@ -340,6 +342,7 @@ _json_checker = msgspec.json.Decoder(msgspec.Raw)  # checks the syntax, builds n
 _EXPECTED_SHAPES = {
     "task": '{"code": "success", "data": {"task_id": "...", "status": "...", ...}}',
     "create": '{"code": "success", "data": "<task id>"}, or an object with "id" or "task_id"',
+    "video": 'a video object: {"id": "...", "object": "video", "status": "...", "progress": 0, ...}',
 }
 _CLASS_BY_CODE: Mapping[str, type[APIError]] = {
     "quota_not_enough": PermissionDeniedError,
@@ -368,18 +371,18 @@ def parse_task_response(
             missing or null, `data` null...). The message gives the content
             type, the size and the first field that did not fit.
     """
-    envelope = _decode_answer(_task_decoder, "task", status_code, headers, body, secret)
+    envelope = decode_answer(_task_decoder, "task", status_code, headers, body, secret)
     if envelope.code != "success":
         raise _not_success(envelope.code, "task", status_code, headers, body, secret)
     wire = envelope.data
     if wire is None:
-        raise _decode_failure("task", headers, body, "Expected `object`, got `null` - at `$.data`", secret)
+        raise decode_failure("task", headers, body, "Expected `object`, got `null` - at `$.data`", secret)
     status = wire.status or ""
     return Task(
         task_id=wire.task_id,
         status=TaskStatus.parse(status),
         raw_status=status,
-        progress=_progress_text(wire.progress),
+        progress=progress_text(wire.progress),
         fail_reason=wire.fail_reason or "",
         submit_time=wire.submit_time or 0,
         start_time=wire.start_time or 0,
@@ -391,7 +394,7 @@ def parse_task_response(
     )
 
 
-def _progress_text(progress: str | float | None) -> str:
+def progress_text(progress: str | float | None) -> str:
     """The progress string: as sent, "" for null, and "50%" for a bare number 50."""
     if isinstance(progress, str):
         return progress
@@ -415,7 +418,7 @@ def parse_create_response(
             another shape, or names no task id; the message gives the
             content type, the size and what did not fit.
     """
-    answer = _decode_answer(_create_decoder, "create", status_code, headers, body, secret)
+    answer = decode_answer(_create_decoder, "create", status_code, headers, body, secret)
     if answer.code is not None and answer.code != "success":
         raise _not_success(answer.code, "create", status_code, headers, body, secret)
     candidates: list[object] = [answer.task_id, answer.id]
@@ -428,7 +431,7 @@ def parse_create_response(
             return candidate
     if _is_error_document(body):  # {"error": {...}} with a 2xx status
         raise error_from_response(status_code, headers, body, secret=secret)
-    raise _decode_failure(
+    raise decode_failure(
         "create",
         headers,
         body,
@@ -456,7 +459,7 @@ def error_from_response(
     if not message:
         message = _describe_body(headers, body, status_code)
     request_id = _request_id(headers, message)
-    cls, retryable = _error_class(status_code, code)
+    cls, retryable = _error_class(status_code, code, message)
     if cls is APIError and 300 <= status_code < 400:
         location = header(headers, "Location")
         message = f"unexpected redirect{f' to {location}' if location else ''}; check base_url"
@@ -475,8 +478,24 @@ def error_from_response(
     return cls(message, **kwargs)
 
 
-def _error_class(status_code: int, code: str | None) -> tuple[type[APIError], bool | None]:
-    """The class for an error answer, and its retryability where it differs from the class's."""
+def _error_class(status_code: int, code: str | None, message: str = "") -> tuple[type[APIError], bool | None]:
+    """The class for an error answer, and its retryability where it differs from the class's.
+
+    Besides the status and the code, three messages of the OpenAI format
+    choose a class (PROTOCOL.md, Part 2): a model no channel serves (even
+    with a 5xx), the 404 "Task not found", and "Task is not completed yet".
+    """
+    lowered = message.lower()
+    if (
+        code == "model_not_found"
+        or "no available channel" in lowered
+        or (status_code == 404 and "model" in lowered)
+    ):
+        return ModelNotAvailableError, None
+    if status_code == 404 and lowered.startswith("task not found"):
+        return TaskNotFoundError, None
+    if status_code == 400 and lowered.startswith("task is not completed yet"):
+        return VideoNotReadyError, None
     if status_code == 429:
         return RateLimitError, None
     if status_code == 401:
@@ -650,7 +669,7 @@ def _describe_content(headers: Mapping[str, str], body: bytes) -> str:
     return f"{clip(content_type)[:100]}, {len(body)} bytes"
 
 
-def _decode_failure(
+def decode_failure(
     what: str, headers: Mapping[str, str], body: bytes, problem: str, secret: str | None
 ) -> ResponseDecodeError:
     """The error for a 2xx `what` answer that cannot be read: what came, and what was expected."""
@@ -670,10 +689,10 @@ def _not_success(
     if _is_error_document(body):
         return error_from_response(status_code, headers, body, secret=secret)
     got = "null" if code is None else repr(code)
-    return _decode_failure(what, headers, body, f'Expected `"success"`, got `{got}` - at `$.code`', secret)
+    return decode_failure(what, headers, body, f'Expected `"success"`, got `{got}` - at `$.code`', secret)
 
 
-def _decode_answer(
+def decode_answer(
     decoder: msgspec.json.Decoder[_D],
     what: str,
     status_code: int,
@@ -690,8 +709,8 @@ def _decode_answer(
         if _is_error_document(body):
             raise error_from_response(status_code, headers, body, secret=secret) from None
         problem = _json_problem(body)
-        raise _decode_failure(what, headers, body, problem or str(exc), secret) from None
+        raise decode_failure(what, headers, body, problem or str(exc), secret) from None
     except msgspec.DecodeError as exc:
-        raise _decode_failure(what, headers, body, f"not JSON ({exc})", secret) from None
+        raise decode_failure(what, headers, body, f"not JSON ({exc})", secret) from None
     except RecursionError:  # msgspec's own depth limit, not a deep Python stack
-        raise _decode_failure(what, headers, body, "JSON nested too deeply", secret) from None
+        raise decode_failure(what, headers, body, "JSON nested too deeply", secret) from None

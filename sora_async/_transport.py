@@ -34,7 +34,7 @@ from ._errors import (
 )
 from ._gate import DeadlineReached, Gate
 from ._policy import RetryPolicy
-from ._protocol import auth_headers, clip, parse_retry_after
+from ._protocol import auth_headers, clip, create_rejected_unprocessed, parse_retry_after
 
 __all__ = ["Response", "Transport"]
 
@@ -197,6 +197,17 @@ class Transport:
             await guard.aclose()  # nothing left for it to do
         await self._close_owned_sessions()
 
+    def api_session(self) -> aiohttp.ClientSession:
+        """The session API requests go through (the caller's, or our own), for a file the API serves.
+
+        It carries no key of its own: pass `auth_headers` per request, to the
+        API's origin only.
+        """
+        self.gate()
+        if self._session is None:
+            self._session = _own_session(self.base_url)
+        return self._session
+
     def cdn_session(self) -> aiohttp.ClientSession:
         """The session for video hosts: the caller's way to the network, none of its credentials.
 
@@ -245,8 +256,13 @@ class Transport:
         parse: Callable[[Response], _T],
         may_retry: Callable[[SoraError, Response | None], bool],
         deadline: float | None,
+        *,
+        content_type: str = "application/json",
     ) -> _T:
         """Send a request and parse the answer, resending while `may_retry` allows.
+
+        `content_type` is the body's (JSON unless said otherwise: a
+        multipart body names its boundary).
 
         Resends wait `retry`'s backoff on top of any pause the budget holds;
         none is sent when the backoff would pass `deadline`.
@@ -260,7 +276,7 @@ class Transport:
         while True:
             response: Response | None = None
             try:
-                response = await self.send(method, path, body, deadline)
+                response = await self.send(method, path, body, deadline, content_type=content_type)
                 return parse(response)
             except DeadlineReached:
                 raise APITimeoutError(
@@ -286,7 +302,15 @@ class Transport:
                 )
                 await gate.sleep_until(gate.now() + delay)
 
-    async def send(self, method: str, path: str, body: bytes | None, deadline: float | None) -> Response:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        *,
+        content_type: str = "application/json",
+    ) -> Response:
         """One HTTP exchange under the client's budget.
 
         Raises:
@@ -303,7 +327,7 @@ class Transport:
         if not gate.try_enter(budget):
             await gate.enter(budget, deadline)
         try:
-            return await self._exchange(gate, method, path, body, deadline)
+            return await self._exchange(gate, method, path, body, deadline, content_type)
         finally:
             gate.leave(budget)
 
@@ -313,7 +337,13 @@ class Transport:
             await session.close()
 
     async def _exchange(
-        self, gate: Gate, method: str, path: str, body: bytes | None, deadline: float | None
+        self,
+        gate: Gate,
+        method: str,
+        path: str,
+        body: bytes | None,
+        deadline: float | None,
+        content_type: str = "application/json",
     ) -> Response:
         started = gate.now()
         timeout = self._client_timeout
@@ -327,7 +357,7 @@ class Transport:
             if remaining < seconds:
                 seconds = remaining
                 timeout = _client_timeout(remaining)
-        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        headers = self._headers if body is None else {**self._headers, "Content-Type": content_type}
         session = self._session
         if session is None:
             session = self._session = _own_session(self.base_url)
@@ -450,3 +480,16 @@ def _own_session(base_url: str) -> aiohttp.ClientSession:
     if proxy is not None and not proxy.lower().startswith(("http://", "https://")):
         proxy = None
     return aiohttp.ClientSession(proxy=proxy)
+
+
+def retry_idempotent(exc: SoraError, response: Response | None) -> bool:
+    """Whether a GET may be resent: whenever the error says it may pass."""
+    return exc.retryable
+
+
+def retry_create(exc: SoraError, response: Response | None) -> bool:
+    """Whether a create may be resent: only when it provably did not arrive, or was
+    turned away unprocessed (a 429 error document): a billed task is never made twice."""
+    if isinstance(exc, APIConnectionError):
+        return not exc.request_sent
+    return response is not None and create_rejected_unprocessed(response.status, response.body)

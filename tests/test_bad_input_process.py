@@ -36,6 +36,7 @@ from sora_async import (
     DownloadTimeoutError,
     EventLoopMismatchError,
     InvalidTaskIdError,
+    ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -48,6 +49,7 @@ from sora_async import (
     TaskNotFoundError,
     TaskStatus,
     URLExpiredError,
+    VideoNotReadyError,
     WaitTimeoutError,
 )
 from sora_async.testing import FakeSoraServer, Fault
@@ -65,6 +67,8 @@ ERRORS: list[SoraError] = [
     APIError("teapot", status_code=418, code="teapot", request_id="req-1", retryable=True),
     BadRequestError("bad", status_code=400, code="invalid_request", request_id="req-2"),
     TaskNotFoundError("no task", status_code=400, code="task_not_exist"),
+    VideoNotReadyError("Task is not completed yet, current status: QUEUED", status_code=400),
+    ModelNotAvailableError("No available channel for model sora-2", status_code=503, code="model_not_found"),
     AuthenticationError("who", status_code=401),
     PermissionDeniedError("quota", status_code=403, code="quota_not_enough"),
     RateLimitError("slow down", code="rate_limit", request_id="req-3", retry_after=2.5),
@@ -92,7 +96,7 @@ def test_the_table_holds_every_public_error_class() -> None:
         if isinstance(value := getattr(sora_async, name), type) and issubclass(value, SoraError)
     }
     assert {type(error) for error in ERRORS} == public
-    assert len(public) == 20
+    assert len(public) == 22
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)

@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="log requests and show tracebacks"
     )
     common.add_argument(
+        "--openai",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="use the OpenAI-format API (/v1/videos: sora-2 and the other video models); generate "
+        "uses it by itself for --seconds, --size, --input-reference or a --model other than "
+        f"{CREATE_DEFAULTS['model']} (default: the reverse format, /sora/v1/videos)",
+    )
+    common.add_argument(
         "--allow-insecure-http",
         action="store_true",
         default=argparse.SUPPRESS,
@@ -104,7 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"how many videos to make (default: {CREATE_DEFAULTS['n_variants']})",
     )
-    generate.add_argument("--model", help=f"the model (default: {CREATE_DEFAULTS['model']})")
+    generate.add_argument(
+        "--model",
+        help=f"the model; sora-2, sora-2-pro and the gateway's other video models use the OpenAI "
+        f"format (default: {CREATE_DEFAULTS['model']}, or sora-2 with the OpenAI format)",
+    )
+    generate.add_argument(
+        "--seconds",
+        metavar="N",
+        help="OpenAI format: the duration, such as 4, 8 or 12 (default: the model's)",
+    )
+    generate.add_argument(
+        "--size", metavar="WxH", help="OpenAI format: such as 1280x720 (default: the model's, 720x1280)"
+    )
+    generate.add_argument(
+        "--input-reference",
+        metavar="IMAGE",
+        help="OpenAI format: an image file to start from, sent as multipart (default: none)",
+    )
     generate.add_argument("--style", help=f"the visual style (default: {CREATE_DEFAULTS['style']})")
     generate.add_argument(
         "-o", "--output", help="save the video to this file or folder, - for stdout (default: do not save)"
@@ -161,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_force(download)
     download.add_argument(
-        "--variant", choices=VIDEO_VARIANTS, default="source", help="which rendition (default: %(default)s)"
+        "--variant",
+        choices=(*VIDEO_VARIANTS, "video"),
+        help="which rendition: source, md, ld, thumbnail or spritesheet; with --openai video, "
+        "thumbnail or spritesheet (default: source, or video)",
     )
     download.add_argument(
         "--generation",

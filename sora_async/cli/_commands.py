@@ -13,14 +13,18 @@ import pathlib
 import shlex
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sora_async._client import SoraClient, created_task_id
+from sora_async._client import SoraClient
+from sora_async._download import VideoStream
 from sora_async._download_plan import Variant, check_destination
 from sora_async._errors import InvalidTaskIdError, SoraError
 from sora_async._models import Task
 from sora_async._outcomes import TaskFailedError
 from sora_async._policy import PollPolicy
+from sora_async._protocol import CREATE_DEFAULTS
+from sora_async._videos_protocol import ContentVariant
+from sora_async._waits import created_task_id
 from sora_async.testing import FakeSoraServer
 
 from ._args import (
@@ -76,12 +80,115 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+REVERSE_OPTIONS = {
+    "width": "--width",
+    "height": "--height",
+    "n_frames": "--frames",
+    "n_variants": "--variants",
+}
+REVERSE_OPTIONS["style"] = "--style"
+OPENAI_OPTIONS = {"seconds": "--seconds", "size": "--size", "input_reference": "--input-reference"}
+DEFAULT_OPENAI_MODEL = "sora-2"
+"""The model `generate --openai` asks for when --model is not given."""
+
+
+def uses_openai(args: argparse.Namespace) -> bool:
+    """Whether the command speaks the OpenAI format: --openai, or for generate one of its options
+    or a model other than the reverse format's."""
+    if option(args, "openai", False):
+        return True
+    if args.command != "generate":
+        return False
+    model = option(args, "model")
+    given = any(option(args, name) is not None for name in OPENAI_OPTIONS)
+    return given or (model is not None and model != CREATE_DEFAULTS["model"])
+
+
+async def start_generation(
+    client: SoraClient, args: argparse.Namespace, on_progress: Callable[[Task], object]
+) -> Task:
+    """`generate` in the format the options choose (see `uses_openai`)."""
+    if not uses_openai(args):
+        options = {
+            name: value for name in (*REVERSE_OPTIONS, "model") if (value := option(args, name)) is not None
+        }
+        return await client.generate(args.prompt, timeout=args.timeout, on_progress=on_progress, **options)
+    misplaced = [flag for name, flag in REVERSE_OPTIONS.items() if option(args, name) is not None]
+    if misplaced:
+        raise ValueError(
+            f"{' and '.join(misplaced)} {'belongs' if len(misplaced) == 1 else 'belong'} to the reverse "
+            "format; with the OpenAI format "
+            "(--openai, --seconds, --size, --input-reference or a --model such as sora-2) use "
+            "--seconds and --size"
+        )
+    return await client.videos.generate(
+        args.prompt,
+        model=option(args, "model") or DEFAULT_OPENAI_MODEL,
+        seconds=option(args, "seconds"),
+        size=option(args, "size"),
+        input_reference=option(args, "input_reference"),
+        timeout=args.timeout,
+        on_progress=on_progress,
+    )
+
+
+def choose_variant(args: argparse.Namespace) -> str:
+    """The variant to ask for, in the words of the command's format ("source" is the video, "video" too)."""
+    variant: str | None = option(args, "variant")
+    if uses_openai(args):
+        if option(args, "generation", 0):
+            raise ValueError(
+                "--generation applies to the reverse format only: a video of the OpenAI format has one file"
+            )
+        return "video" if variant in (None, "source", "md", "ld") else variant
+    return "source" if variant in (None, "video") else variant
+
+
+def video_stream(
+    client: SoraClient, args: argparse.Namespace, task_or_id: Task | str, timeout: float | None = None
+) -> contextlib.AbstractAsyncContextManager[VideoStream]:
+    """The file of a finished task as a stream, in the command's format."""
+    variant = choose_variant(args)
+    if uses_openai(args):
+        return client.videos.stream_video(task_or_id, variant=cast(ContentVariant, variant), timeout=timeout)
+    generation = option(args, "generation", 0)
+    return client.stream_video(
+        task_or_id, variant=cast(Variant, variant), generation=generation, timeout=timeout
+    )
+
+
+async def save_file(
+    client: SoraClient,
+    args: argparse.Namespace,
+    task_or_id: Task | str,
+    dest: str,
+    on_progress: Callable[[int, int | None], object],
+    timeout: float | None = None,
+) -> pathlib.Path:
+    """`download` in the command's format, with its variant and --force."""
+    variant = choose_variant(args)
+    if uses_openai(args):
+        return await client.videos.download(
+            task_or_id,
+            dest,
+            variant=cast(ContentVariant, variant),
+            on_progress=on_progress,
+            timeout=timeout,
+            overwrite=args.force,
+        )
+    generation = option(args, "generation", 0)
+    return await client.download(
+        task_or_id,
+        dest,
+        variant=cast(Variant, variant),
+        generation=generation,
+        on_progress=on_progress,
+        timeout=timeout,
+        overwrite=args.force,
+    )
+
+
 async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    options = {
-        name: value
-        for name in ("width", "height", "n_frames", "n_variants", "model", "style")
-        if (value := option(args, name)) is not None
-    }
     # With -o - standard output carries the video, so every line of text goes to stderr.
     text = err if args.output == "-" and not out.isatty() else out
     fake = bool(option(args, "fake", False))
@@ -106,13 +213,11 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
             print("Using an embedded fake server (--fake).", file=err, flush=True)
         display = make_display(args.json, text, err)
         async with open_client(args) as client:
-            task = await client.generate(
-                args.prompt, timeout=args.timeout, on_progress=display.task, **options
-            )
+            task = await start_generation(client, args, display.task)
             if binary is not None:
-                await write_video(client, task, binary, on_progress=progress)
+                await write_video(video_stream(client, args, task), binary, on_progress=progress)
             elif args.output is not None:
-                path = await client.download(task, args.output, on_progress=progress, overwrite=args.force)
+                path = await save_file(client, args, task, args.output, progress)
     except BaseException as exc:
         if display is not None:
             display.close()
@@ -143,7 +248,8 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
         document["bytes"] = received if args.output is not None else None
         print(json.dumps(document), file=text)
     else:
-        print(f"video: {task.video_url}", file=text)
+        if task.video_url:  # the OpenAI format may name none: its file comes from /content
+            print(f"video: {task.video_url}", file=text)
         if path is not None:
             print(f"saved: {path} ({received:,} bytes)", file=text)
         elif args.output == "-":
@@ -169,6 +275,8 @@ def global_flags(args: argparse.Namespace) -> str:
         flags.append(f" --base-url {shlex.quote(base_url)}")
     if option(args, "allow_insecure_http", False):
         flags.append(" --allow-insecure-http")
+    if uses_openai(args):
+        flags.append(" --openai")
     return "".join(flags)
 
 
@@ -192,12 +300,13 @@ def resume_commands(
 
 
 async def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    openai = uses_openai(args)
     results: list[dict[str, Any]] = []
     codes: list[int] = []
     async with open_client(args) as client:
         for task_id in args.task_ids:
             try:
-                task = await client.get_task(task_id)
+                task = await (client.videos.retrieve if openai else client.get_task)(task_id)
             except SoraError as exc:
                 if about_the_server(exc):  # every other task would fail alike
                     raise
@@ -226,10 +335,11 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     codes: list[int] = []
     try:
         async with open_client(args) as client:
-            probed = await check_the_server(client, args.task_ids)
+            openai = uses_openai(args)
+            probed = await check_the_server(client, args.task_ids, openai=openai)
             if probed is not None:
                 display.task(probed)
-            outcomes = client.as_completed(
+            outcomes = (client.videos if openai else client).as_completed(
                 args.task_ids,
                 concurrency=args.concurrency,
                 rate_limit=args.rate,
@@ -269,7 +379,9 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return most_pressing(codes)
 
 
-async def check_the_server(client: SoraClient, task_ids: Sequence[str]) -> Task | None:
+async def check_the_server(
+    client: SoraClient, task_ids: Sequence[str], *, openai: bool = False
+) -> Task | None:
     """One query before a batch, so that a server that refuses, never answers or refuses the key
     stops the command at once (exit 4 or 6, with a hint) rather than at the batch's deadline:
     a batch retries those errors as passing ones. Any other error is left to the batch.
@@ -278,7 +390,7 @@ async def check_the_server(client: SoraClient, task_ids: Sequence[str]) -> Task 
     """
     for task_id in task_ids:
         try:
-            return await client.get_task(task_id)
+            return await (client.videos.retrieve if openai else client.get_task)(task_id)
         except InvalidTaskIdError:
             continue  # the batch reports it; try the next id
         except SoraError as exc:
@@ -289,26 +401,20 @@ async def check_the_server(client: SoraClient, task_ids: Sequence[str]) -> Task 
 
 
 async def write_video(
-    client: SoraClient,
-    task_or_id: Task | str,
+    stream: contextlib.AbstractAsyncContextManager[VideoStream],
     binary: IO[bytes],
     *,
-    variant: Variant = "source",
-    generation: int = 0,
     on_progress: Callable[[int, int | None], object] | None = None,
-    timeout: float | None = None,
 ) -> int:
-    """Stream a finished task's file into a binary stream, such as `sys.stdout.buffer`.
+    """Copy a file's stream (`stream_video` of either format) into a binary stream, such as
+    `sys.stdout.buffer`.
 
     Writes run in a worker thread, so a slow reader of a pipe never stalls
-    the event loop. `timeout` is in seconds for the whole transfer, None for
-    no limit. Returns the bytes written. Raises as `SoraClient.stream_video`
-    does (`DownloadTimeoutError` when `timeout` passes), and `OSError` from
+    the event loop. Returns the bytes written. Raises as `stream_video`
+    does (`DownloadTimeoutError` when its timeout passes), and `OSError` from
     the stream (a closed pipe is `BrokenPipeError`).
     """
-    async with client.stream_video(
-        task_or_id, variant=variant, generation=generation, timeout=timeout
-    ) as video:
+    async with stream as video:
         async for chunk in video:
             await asyncio.to_thread(binary.write, chunk)
             if on_progress is not None:
@@ -335,8 +441,9 @@ async def cmd_download(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
     # With -o - standard output carries the video, so every line of text goes to stderr.
     binary = binary_stdout(out) if args.output == "-" else None
     report = err if binary is not None else out
+    variant = choose_variant(args)  # a --generation with --openai is refused here, before anything is sent
     if binary is None:
-        mismatch = variant_mismatch(args.variant, args.output)
+        mismatch = variant_mismatch(variant, args.output)
         if mismatch is not None:
             warn(args, err, mismatch)
     display = make_display(args.json, report, err, kind="download")
@@ -347,23 +454,14 @@ async def cmd_download(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
         received = done
         display.bytes(done, total)
 
-    choice = {"variant": args.variant, "generation": args.generation}
     try:
         async with open_client(args) as client:
             if binary is not None:
-                await write_video(
-                    client, args.task_id, binary, **choice, on_progress=progress, timeout=args.timeout
-                )
+                stream = video_stream(client, args, args.task_id, timeout=args.timeout)
+                await write_video(stream, binary, on_progress=progress)
                 where = "-"
             else:
-                path = await client.download(
-                    args.task_id,
-                    args.output,
-                    **choice,
-                    on_progress=progress,
-                    timeout=args.timeout,
-                    overwrite=args.force,
-                )
+                path = await save_file(client, args, args.task_id, args.output, progress, args.timeout)
                 where = str(path)
     finally:
         display.close()

@@ -165,6 +165,12 @@ def task_json(task: Task) -> dict[str, Any]:
         "submit_time": task.submit_time,
         "finish_time": task.finish_time,
         "video_url": task.video_url if task.status == "SUCCESS" else None,
+        "format": task.format,
+        **(
+            {"model": task.model, "seconds": task.seconds, "size": task.size, "expires_at": task.expires_at}
+            if task.format == "openai"
+            else {}
+        ),
     }
 
 

@@ -14,7 +14,6 @@ from typing import IO
 
 import aiohttp
 
-from sora_async._client import created_task_id
 from sora_async._errors import (
     APIConnectionError,
     APIError,
@@ -22,13 +21,16 @@ from sora_async._errors import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
+    ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
     ServerError,
     TaskNotFoundError,
+    VideoNotReadyError,
 )
 from sora_async._protocol import DEFAULT_BASE_URL
+from sora_async._waits import created_task_id
 
 from ._args import (
     EXIT_CONFIG,
@@ -54,8 +56,12 @@ def exit_code_for(error: BaseException) -> int:
     """The exit code for an error that ended a command, or a task of `status` or `wait`."""
     if isinstance(error, TimeoutError):  # WaitTimeoutError, APITimeoutError, DownloadTimeoutError
         return EXIT_TIMEOUT
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, ConfigError)) or wrong_path(error):
+    if isinstance(
+        error, (AuthenticationError, PermissionDeniedError, ConfigError, ModelNotAvailableError)
+    ) or wrong_path(error):
         return EXIT_CONFIG
+    if isinstance(error, VideoNotReadyError):  # like a reverse-format task with no video yet
+        return EXIT_FAILED
     if isinstance(error, TaskNotFoundError):
         return EXIT_NOT_FOUND
     if isinstance(error, (ValueError, BadRequestError)):  # a bad value: ours (empty id) or the API's 400
@@ -78,6 +84,8 @@ def wrong_path(error: BaseException) -> bool:
     The gateway answers an unknown task with a 400 and never redirects, so
     these come from a --base-url with a wrong path, or another server.
     """
+    if isinstance(error, (TaskNotFoundError, ModelNotAvailableError)):  # a 404 of the OpenAI format
+        return False
     return isinstance(error, APIError) and (error.status_code in (404, 405) or 300 <= error.status_code < 400)
 
 
@@ -114,6 +122,14 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     except ValueError:  # "http://[::1": the error itself says what is wrong
         return None
     created = created_task_id(error) or getattr(error, "task_id", None)
+    if isinstance(error, ModelNotAvailableError):
+        return (
+            "the gateway has no channel for this model now (retired, or not enabled for your key's "
+            "group); choose another --model, such as sora-2-pro, or check CometAPI's model list"
+        )
+    if isinstance(error, VideoNotReadyError):
+        task_id = error.task_id or option(args, "task_id")
+        return f"wait for it first: sora-async wait --openai {task_id}" if task_id else None
     if isinstance(error, DownloadError) and "has no video yet" in str(error):
         task_id = error.task_id or option(args, "task_id")
         return f"wait for it first: sora-async wait {task_id}" if task_id else None

@@ -1,0 +1,427 @@
+"""`SoraClient.videos`: the OpenAI-format video API (`/v1/videos`) on the client's one engine.
+
+The surface CometAPI serves for sora-2, sora-2-pro and its other video
+models (PROTOCOL.md, Part 2). It shares everything with the reverse format
+but the wire: the client's key, request budget, retries and poll policy
+(what the `CadencePolicy` learns of the gateway's sweep serves both), and
+the waits of `TaskWaits`, so a video is waited for, batched and downloaded
+exactly as a task is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+import os
+import pathlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import IO, Any, TypeVar, Union
+
+import aiohttp
+
+from ._budget import check_count
+from ._download import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    APIAccess,
+    DownloadProgress,
+    VideoStream,
+    open_video,
+    read_video,
+    save_video,
+)
+from ._download_plan import DownloadPlan
+from ._errors import DownloadError
+from ._gate import Gate
+from ._models import Task, TaskStatus
+from ._policy import PollPolicy
+from ._protocol import auth_headers, normalize_task_id
+from ._transport import Response, Transport, retry_create, retry_idempotent
+from ._videos_protocol import (
+    CONTENT_VARIANTS,
+    VIDEOS_PATH,
+    ContentVariant,
+    build_video_create,
+    content_path,
+    parse_video_response,
+    remix_path,
+    video_path,
+)
+from ._waits import (
+    DEFAULT_WAIT_TIMEOUT,
+    ProgressCallback,
+    TaskWaits,
+    check_timeout,
+    time_left,
+)
+
+__all__ = ["DOWNLOAD_ATTEMPTS", "InputReference", "Videos"]
+
+_T = TypeVar("_T")
+
+InputReference = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
+"""An image to start from: a path, the bytes, or a binary file object (read to its end)."""
+
+DOWNLOAD_ATTEMPTS = 3
+"""Tries of a file transfer that failed for a passing reason, such as the gateway's cut of a
+long body after 60 s with a 200 already sent (PROTOCOL.md, Part 2); each starts from the first
+byte, as the gateway has no `Range` support."""
+
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"GIF8", 0, "image/gif"),
+    (b"WEBP", 8, "image/webp"),
+    (b"ftyp", 4, "video/mp4"),
+)
+
+
+class Videos(TaskWaits):
+    """The OpenAI-format video API, as `client.videos`; see the module docstring.
+
+    Ids are opaque strings (`task_...` or `video_...`), checked as task ids
+    are. Every wait (`wait_until_done`, `watch`, `generate`, `as_completed`,
+    `wait_many`) has the semantics of the client's own: one deadline, a
+    final poll just before it, `TaskFailedError` on FAILURE, and an unknown
+    status (`unknown`, a leaked `NOT_START`) is pending, never final.
+    """
+
+    def __init__(self, transport: Transport, poll: PollPolicy, api_key: str) -> None:
+        self._transport = transport
+        self._poll = poll
+        self._api_key = api_key
+
+    def __repr__(self) -> str:
+        return f"<Videos of {self._transport.base_url}>"
+
+    # --- one video ----------------------------------------------------------
+
+    async def create(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        seconds: int | str | None = None,
+        size: str | None = None,
+        input_reference: InputReference | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Create a video and return its id.
+
+        Sent as JSON, or as `multipart/form-data` with an `input_reference`
+        (its content type sniffed from its first bytes, else guessed from
+        its file name). A create is resent only when it provably did not
+        arrive, as for `SoraClient.create_video`.
+
+        Args:
+            prompt: What to generate.
+            model: The model, such as "sora-2" or "sora-2-pro" (required by
+                the gateway: PROTOCOL.md, Part 2).
+            seconds: The duration in seconds ("4", "8", "12" for sora-2), as
+                an int or a string; None for the model's default.
+            size: WIDTHxHEIGHT, such as "1280x720"; None for the default
+                ("720x1280").
+            input_reference: An image (path, bytes or binary file) to start
+                from; it should match `size`.
+            extra_body: More fields the SDK does not know, sent as strings.
+            timeout: Seconds for the whole call, as for `get_task`.
+
+        Raises:
+            TypeError, ValueError: An argument is invalid; nothing was sent.
+            ModelNotAvailableError: No channel serves `model` (final).
+            BadRequestError: The gateway refused a field (`code` says which:
+                `invalid_seconds`, `invalid_size`, ...).
+            APITimeoutError: `timeout` passed first; if `request_sent`, the
+                video may exist.
+            SoraError: Another API error, or the outcome is unknown.
+        """
+        check_timeout(timeout)
+        fields = build_video_create(prompt, model=model, seconds=seconds, size=size, extra_body=extra_body)
+        return await self._create(fields, input_reference, deadline=self._deadline(timeout))
+
+    async def retrieve(self, video_id: str, *, timeout: float | None = None) -> Task:
+        """Fetch one snapshot of a video (a `Task` with `format` "openai").
+
+        Raises:
+            ValueError: The id or timeout is invalid.
+            TaskNotFoundError: The gateway knows no such video.
+            APITimeoutError: `timeout` passed first.
+            SoraError: Another API, connection or decode error.
+        """
+        path = video_path(normalize_task_id(video_id))
+        check_timeout(timeout)
+        return await self._transport.call(
+            "GET", path, None, self._parse, retry_idempotent, self._deadline(timeout)
+        )
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        seconds: int | str | None = None,
+        size: str | None = None,
+        input_reference: InputReference | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Task:
+        """Create a video and wait for it, under one deadline for both.
+
+        Once the video is created, whatever ends this call names it (`.task_id`
+        on a `SoraError`, a note on anything else), as `SoraClient.generate` does.
+
+        Raises:
+            As `create`, then as `wait_until_done`.
+        """
+        check_timeout(timeout)
+        fields = build_video_create(prompt, model=model, seconds=seconds, size=size, extra_body=extra_body)
+        gate = self._transport.gate()
+        started = gate.now()
+        deadline = self._deadline(timeout)
+        video_id = await self._create(fields, input_reference, deadline=deadline)
+        return await self._wait_created(
+            video_id, started=started, deadline=deadline, timeout=timeout, poll=poll, on_progress=on_progress
+        )
+
+    async def remix(self, video_id: str, prompt: str, *, timeout: float | None = None) -> str:
+        """Start a new video from a completed one and a new prompt; return the new id.
+
+        Wait for it as for any video. The source must be completed
+        (PROTOCOL.md, Part 2: whether the gateway forwards remixes on every
+        deployment is unverified). Never resent once it may have arrived.
+
+        Raises:
+            TypeError, ValueError: An argument is invalid; nothing was sent.
+            BadRequestError: The source is not completed, or the prompt is refused.
+            SoraError: As for `create`.
+        """
+        path = remix_path(normalize_task_id(video_id))
+        check_timeout(timeout)
+        fields = build_video_create(prompt, model="remix")
+        body = _json_body({"prompt": fields["prompt"]})
+        return await self._transport.call(
+            "POST", path, body, self._parse_id, retry_create, self._deadline(timeout)
+        )
+
+    # --- files --------------------------------------------------------------
+
+    async def download(
+        self,
+        task_or_id: Task | str,
+        dest: str | os.PathLike[str],
+        *,
+        variant: ContentVariant = "video",
+        on_progress: DownloadProgress | None = None,
+        timeout: float | None = None,
+        overwrite: bool = True,
+    ) -> pathlib.Path:
+        """Save a completed video's file (`/content`) as `SoraClient.download` saves a task's.
+
+        The file is served by the gateway, so the request carries the API
+        key to the API's host and to nothing else: a redirect to another
+        host is followed without it. A transfer cut short (the gateway cuts
+        a long body after 60 s) is tried again, `DOWNLOAD_ATTEMPTS` times in
+        all, from the first byte. In a folder the file is named
+        `<id>_video.mp4` (`_thumbnail.webp`, `_spritesheet.jpg`).
+
+        Args:
+            task_or_id: A completed video's `Task`, or its id.
+            dest, on_progress, timeout, overwrite: As for `SoraClient.download`.
+            variant: "video", "thumbnail" or "spritesheet".
+
+        Raises:
+            ValueError: `variant` or `timeout` is invalid; nothing is sent.
+            VideoNotReadyError: The video has not completed.
+            TaskNotFoundError: The gateway knows no such video.
+            DownloadError: As for `SoraClient.download`; also when a
+                thumbnail or spritesheet came as a video (the gateway ignored
+                the variant).
+        """
+        plan, gate, deadline = await self._plan(task_or_id, variant, timeout)
+
+        async def attempt() -> pathlib.Path:
+            return await save_video(
+                self._transport.api_session(),
+                plan,
+                dest,
+                on_progress=on_progress,
+                total_seconds=time_left(gate, deadline),
+                closed=self._is_closed,
+                overwrite=overwrite,
+                api=self._access(),
+            )
+
+        return await _attempts(attempt, gate, deadline)
+
+    async def download_bytes(
+        self,
+        task_or_id: Task | str,
+        *,
+        variant: ContentVariant = "video",
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        timeout: float | None = None,
+    ) -> bytes:
+        """A completed video's file as bytes; see `download` and `SoraClient.download_bytes`."""
+        check_count("max_bytes", max_bytes, minimum=1)
+        plan, gate, deadline = await self._plan(task_or_id, variant, timeout)
+
+        async def attempt() -> bytes:
+            return await read_video(
+                self._transport.api_session(),
+                plan,
+                max_bytes=max_bytes,
+                total_seconds=time_left(gate, deadline),
+                closed=self._is_closed,
+                api=self._access(),
+            )
+
+        return await _attempts(attempt, gate, deadline)
+
+    def stream_video(
+        self, task_or_id: Task | str, *, variant: ContentVariant = "video", timeout: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[VideoStream]:
+        """A completed video's file as an async stream of chunks; see `SoraClient.stream_video`.
+
+        One try: a stream that was cut raises, since its chunks are already
+        the caller's.
+        """
+        _check_variant(variant)
+        check_timeout(timeout)
+        return self._stream(task_or_id, variant, timeout)
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, task_or_id: Task | str, variant: ContentVariant, timeout: float | None
+    ) -> AsyncGenerator[VideoStream, None]:
+        plan, gate, deadline = await self._plan(task_or_id, variant, timeout)
+        async with open_video(
+            self._transport.api_session(),
+            plan,
+            total_seconds=time_left(gate, deadline),
+            closed=self._is_closed,
+            api=self._access(),
+        ) as video:
+            yield video
+
+    # --- internals ----------------------------------------------------------
+
+    async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
+        response = await self._transport.send("GET", video_path(task_id), None, deadline)
+        return self._parse(response), response.retry_after
+
+    def _parse(self, response: Response) -> Task:
+        return parse_video_response(response.status, response.headers, response.body, secret=self._api_key)
+
+    def _parse_id(self, response: Response) -> str:
+        return self._parse(response).task_id
+
+    async def _create(
+        self, fields: dict[str, str], reference: InputReference | None, *, deadline: float | None
+    ) -> str:
+        if reference is None:
+            body, content_type = _json_body(fields), "application/json"
+        else:
+            body, content_type = await _multipart(fields, reference)
+        return await self._transport.call(
+            "POST", VIDEOS_PATH, body, self._parse_id, retry_create, deadline, content_type=content_type
+        )
+
+    async def _plan(
+        self, task_or_id: Task | str, variant: ContentVariant, timeout: float | None
+    ) -> tuple[DownloadPlan, Gate, float | None]:
+        _check_variant(variant)
+        check_timeout(timeout)
+        gate = self._transport.gate()
+        deadline = self._deadline(timeout)
+        if isinstance(task_or_id, Task):
+            if task_or_id.status is not TaskStatus.SUCCESS:
+                raise DownloadError(
+                    f"video {task_or_id.task_id} has no file yet (status {task_or_id.raw_status or '?'})"
+                )
+            video_id = task_or_id.task_id
+        else:
+            video_id = normalize_task_id(task_or_id)
+        url = self._transport.base_url + content_path(video_id, variant)
+        return DownloadPlan(video_id, variant, url, None), gate, deadline
+
+    def _access(self) -> APIAccess:
+        return APIAccess(headers=auth_headers(self._api_key), other_origin=self._transport.cdn_session())
+
+
+def _check_variant(variant: object) -> None:
+    if variant not in CONTENT_VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(CONTENT_VARIANTS)}; got {variant!r}")
+
+
+async def _attempts(attempt: Callable[[], Awaitable[_T]], gate: Gate, deadline: float | None) -> _T:
+    """Run a transfer up to `DOWNLOAD_ATTEMPTS` times while it fails for a passing reason."""
+    for number in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except DownloadError as exc:
+            out_of_time = deadline is not None and gate.now() >= deadline
+            if not exc.retryable or number == DOWNLOAD_ATTEMPTS or out_of_time:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _json_body(fields: Mapping[str, str]) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(dict(fields))
+
+
+async def _multipart(fields: Mapping[str, str], reference: InputReference) -> tuple[bytes, str]:
+    """The multipart body (aiohttp's writer) and its content type, with the reference's bytes."""
+    data, name = await _read_reference(reference)
+    form = aiohttp.FormData()
+    for key, value in fields.items():
+        form.add_field(key, value)
+    form.add_field("input_reference", data, filename=name, content_type=_sniff(data, name))
+    payload = form()
+    sink = _Collect()
+    await payload.write(sink)  # type: ignore[arg-type]
+    return bytes(sink.data), payload.content_type
+
+
+class _Collect:
+    """A stream writer that keeps what aiohttp writes, to send the body as bytes (and resend it)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+async def _read_reference(reference: InputReference) -> tuple[bytes, str]:
+    if isinstance(reference, (bytes, bytearray, memoryview)):
+        return bytes(reference), "input_reference"
+    if isinstance(reference, (str, os.PathLike)):
+        path = pathlib.Path(reference)
+        try:
+            return await asyncio.to_thread(path.read_bytes), path.name
+        except OSError as exc:
+            raise ValueError(f"cannot read input_reference {str(path)!r}: {exc.strerror or exc}") from exc
+    read = getattr(reference, "read", None)
+    if read is None:
+        raise TypeError(
+            f"input_reference must be a path, bytes or a binary file, not {type(reference).__name__}"
+        )
+    data = await asyncio.to_thread(read)
+    if not isinstance(data, bytes):
+        raise TypeError("input_reference must be opened in binary mode ('rb')")
+    name = os.path.basename(str(getattr(reference, "name", "") or "")) or "input_reference"
+    return data, name
+
+
+def _sniff(data: bytes, name: str) -> str:
+    """An image's (or video's) content type from its first bytes, else from its name, else octet-stream."""
+    for magic, offset, content_type in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return content_type
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
