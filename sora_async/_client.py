@@ -473,6 +473,11 @@ class SoraClient(TaskWaits):
     ) -> DownloadPlan:
         """What to fetch, after fetching the task when given an id or a stripped snapshot."""
         task = task_or_id
+        if isinstance(task, Task) and task.format == "openai":
+            raise ValueError(
+                f"video {task.task_id} is of the OpenAI format (/v1/videos); download it with "
+                "client.videos.download, not client.download"
+            )
         if not isinstance(task, Task):
             task = await self.get_task(task, timeout=time_left(gate, deadline))
         if task.status is TaskStatus.SUCCESS and task.data == NULL_PAYLOAD:

@@ -304,6 +304,10 @@ def _check_answer(response: aiohttp.ClientResponse, stream: VideoStream, plan: D
         error.retryable = response.status == 429 or response.status >= 500
         raise error
     content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith(("text/", "application/json")):  # an error page served with a 200
+        raise DownloadError(
+            f"the {plan.variant} file of task {plan.task_id} came as {content_type}, not as a video or image"
+        )
     if plan.variant in ("thumbnail", "spritesheet") and content_type.startswith("video/"):
         raise DownloadError(
             f"asked for the {plan.variant} of task {plan.task_id}, the server sent a video "

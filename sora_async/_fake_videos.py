@@ -445,7 +445,8 @@ class VideoRoutes(Generic[TaskT]):
         self._server = server
         self._sample_file = sample_file
         self.cuts_sent = 0
-        """How many content answers `content_cut_after` has cut so far."""
+        """How many content answers `content_cut_after` has cut so far (under the current quirks)."""
+        self._cutting: VideoQuirks | None = None
 
     def mount(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/videos", self.create)
@@ -508,6 +509,8 @@ class VideoRoutes(Generic[TaskT]):
         kind: Literal["mp4", "jpg"] = "mp4" if variant == "video" else "jpg"
         data = self._sample_file(kind)
         media_type = "video/mp4" if kind == "mp4" else "image/jpeg"
+        if quirks is not self._cutting:  # new quirks: their content_cuts count from zero
+            self._cutting, self.cuts_sent = quirks, 0
         if quirks.content_cut_after is not None and self.cuts_sent < quirks.content_cuts:
             self.cuts_sent += 1
             return await _cut_short(request, data, media_type, quirks.content_cut_after)

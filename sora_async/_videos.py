@@ -15,10 +15,12 @@ import contextlib
 import mimetypes
 import os
 import pathlib
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import IO, Any, TypeVar, Union
 
 import aiohttp
+import msgspec
 
 from ._budget import check_count
 from ._download import (
@@ -31,18 +33,19 @@ from ._download import (
     save_video,
 )
 from ._download_plan import DownloadPlan
-from ._errors import DownloadError
+from ._errors import APIConnectionError, DownloadError, SoraError
 from ._gate import Gate
 from ._models import Task, TaskStatus
 from ._policy import PollPolicy
 from ._protocol import auth_headers, normalize_task_id
-from ._transport import Response, Transport, retry_create, retry_idempotent
+from ._transport import Response, Transport, retry_idempotent
 from ._videos_protocol import (
     CONTENT_VARIANTS,
     VIDEOS_PATH,
     ContentVariant,
     build_video_create,
     content_path,
+    form_value,
     parse_video_response,
     remix_path,
     video_path,
@@ -55,17 +58,22 @@ from ._waits import (
     time_left,
 )
 
-__all__ = ["DOWNLOAD_ATTEMPTS", "InputReference", "Videos"]
+__all__ = ["DOWNLOAD_ATTEMPTS", "MAX_INPUT_REFERENCE_BYTES", "InputReference", "Videos"]
 
 _T = TypeVar("_T")
 
-InputReference = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
-"""An image to start from: a path, the bytes, or a binary file object (read to its end)."""
+InputReference = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+"""An image to start from: a path, the bytes, or a binary file object (read from where it stands
+to its end)."""
+
+MAX_INPUT_REFERENCE_BYTES = 50 * 1024 * 1024
+"""The largest `input_reference` sent (50 MiB): an image to start a video from is far smaller."""
 
 DOWNLOAD_ATTEMPTS = 3
-"""Tries of a file transfer that failed for a passing reason, such as the gateway's cut of a
-long body after 60 s with a 200 already sent (PROTOCOL.md, Part 2); each starts from the first
-byte, as the gateway has no `Range` support."""
+"""Tries of a file transfer that failed for a passing reason: the gateway's cut of a long body
+after 60 s with a 200 already sent (PROTOCOL.md, Part 2), a reset, a 5xx or a 429 from `/content`.
+Each starts from the first byte, as the gateway has no `Range` support, after the client's retry
+backoff, within the call's deadline."""
 
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
@@ -183,7 +191,13 @@ class Videos(TaskWaits):
         deadline = self._deadline(timeout)
         video_id = await self._create(fields, input_reference, deadline=deadline)
         return await self._wait_created(
-            video_id, started=started, deadline=deadline, timeout=timeout, poll=poll, on_progress=on_progress
+            video_id,
+            started=started,
+            deadline=deadline,
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+            waiter="client.videos.wait_until_done",
         )
 
     async def remix(self, video_id: str, prompt: str, *, timeout: float | None = None) -> str:
@@ -203,7 +217,7 @@ class Videos(TaskWaits):
         fields = build_video_create(prompt, model="remix")
         body = _json_body({"prompt": fields["prompt"]})
         return await self._transport.call(
-            "POST", path, body, self._parse_id, retry_create, self._deadline(timeout)
+            "POST", path, body, self._parse_id, _retry_video_create, self._deadline(timeout)
         )
 
     # --- files --------------------------------------------------------------
@@ -233,8 +247,11 @@ class Videos(TaskWaits):
             variant: "video", "thumbnail" or "spritesheet".
 
         Raises:
-            ValueError: `variant` or `timeout` is invalid; nothing is sent.
-            VideoNotReadyError: The video has not completed.
+            ValueError: `variant` or `timeout` is invalid, or `task_or_id` is
+                a `Task` of the reverse format; nothing is sent.
+            VideoNotReadyError: Given an id, the gateway says the video has
+                not completed. Given a `Task` that has not succeeded, a
+                `DownloadError` is raised instead, before anything is sent.
             TaskNotFoundError: The gateway knows no such video.
             DownloadError: As for `SoraClient.download`; also when a
                 thumbnail or spritesheet came as a video (the gateway ignored
@@ -254,7 +271,7 @@ class Videos(TaskWaits):
                 api=self._access(),
             )
 
-        return await _attempts(attempt, gate, deadline)
+        return await _attempts(attempt, self._transport, gate, deadline)
 
     async def download_bytes(
         self,
@@ -278,7 +295,7 @@ class Videos(TaskWaits):
                 api=self._access(),
             )
 
-        return await _attempts(attempt, gate, deadline)
+        return await _attempts(attempt, self._transport, gate, deadline)
 
     def stream_video(
         self, task_or_id: Task | str, *, variant: ContentVariant = "video", timeout: float | None = None
@@ -326,7 +343,13 @@ class Videos(TaskWaits):
         else:
             body, content_type = await _multipart(fields, reference)
         return await self._transport.call(
-            "POST", VIDEOS_PATH, body, self._parse_id, retry_create, deadline, content_type=content_type
+            "POST",
+            VIDEOS_PATH,
+            body,
+            self._parse_id,
+            _retry_video_create,
+            deadline,
+            content_type=content_type,
         )
 
     async def _plan(
@@ -337,6 +360,11 @@ class Videos(TaskWaits):
         gate = self._transport.gate()
         deadline = self._deadline(timeout)
         if isinstance(task_or_id, Task):
+            if task_or_id.format != "openai":
+                raise ValueError(
+                    f"task {task_or_id.task_id} is of the reverse format (/sora/v1/videos); "
+                    "download it with client.download, not client.videos.download"
+                )
             if task_or_id.status is not TaskStatus.SUCCESS:
                 raise DownloadError(
                     f"video {task_or_id.task_id} has no file yet (status {task_or_id.raw_status or '?'})"
@@ -356,31 +384,49 @@ def _check_variant(variant: object) -> None:
         raise ValueError(f"variant must be one of {', '.join(CONTENT_VARIANTS)}; got {variant!r}")
 
 
-async def _attempts(attempt: Callable[[], Awaitable[_T]], gate: Gate, deadline: float | None) -> _T:
-    """Run a transfer up to `DOWNLOAD_ATTEMPTS` times while it fails for a passing reason."""
+async def _attempts(
+    attempt: Callable[[], Awaitable[_T]], transport: Transport, gate: Gate, deadline: float | None
+) -> _T:
+    """Run a transfer up to `DOWNLOAD_ATTEMPTS` times while it fails for a passing reason
+    (`retryable`), after the client's retry backoff, never past `deadline`."""
     for number in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
             return await attempt()
-        except DownloadError as exc:
-            out_of_time = deadline is not None and gate.now() >= deadline
-            if not exc.retryable or number == DOWNLOAD_ATTEMPTS or out_of_time:
+        except SoraError as exc:
+            if not exc.retryable or number == DOWNLOAD_ATTEMPTS:
                 raise
+            wake = gate.now() + transport.retry.delay(number - 1)
+            if deadline is not None and wake >= deadline:
+                raise
+            await gate.sleep_until(wake)
     raise AssertionError("unreachable")
 
 
-def _json_body(fields: Mapping[str, str]) -> bytes:
-    import msgspec
+def _retry_video_create(exc: SoraError, response: Response | None) -> bool:
+    """Whether a create or remix of this surface may be resent: only when it provably never
+    left. The gateway rewrites every 429 here (PROTOCOL.md, Part 2), so a 429 cannot show that
+    the create was turned away before it was relayed, as it can on the reverse format."""
+    return isinstance(exc, APIConnectionError) and not exc.request_sent
 
+
+def _json_body(fields: Mapping[str, Any]) -> bytes:
     return msgspec.json.encode(dict(fields))
 
 
-async def _multipart(fields: Mapping[str, str], reference: InputReference) -> tuple[bytes, str]:
+async def _multipart(fields: Mapping[str, Any], reference: InputReference) -> tuple[bytes, str]:
     """The multipart body (aiohttp's writer) and its content type, with the reference's bytes."""
     data, name = await _read_reference(reference)
+    content_type = _sniff(data, name)
+    if not content_type.startswith(("image/", "video/")):
+        raise ValueError(
+            f"input_reference {name!r} is not an image (PNG, JPEG, WEBP or GIF): its first bytes "
+            "and its name say neither"
+        )
     form = aiohttp.FormData()
     for key, value in fields.items():
-        form.add_field(key, value)
-    form.add_field("input_reference", data, filename=name, content_type=_sniff(data, name))
+        if value is not None:
+            form.add_field(key, form_value(value))
+    form.add_field("input_reference", data, filename=name, content_type=content_type)
     payload = form()
     sink = _Collect()
     await payload.write(sink)  # type: ignore[arg-type]
@@ -398,24 +444,40 @@ class _Collect:
 
 
 async def _read_reference(reference: InputReference) -> tuple[bytes, str]:
+    """The reference's bytes and a safe file name for the form, checked: not empty, not too large."""
+    limit = MAX_INPUT_REFERENCE_BYTES
     if isinstance(reference, (bytes, bytearray, memoryview)):
-        return bytes(reference), "input_reference"
-    if isinstance(reference, (str, os.PathLike)):
+        data, name = bytes(reference), "input_reference"
+    elif isinstance(reference, (str, os.PathLike)):
         path = pathlib.Path(reference)
         try:
-            return await asyncio.to_thread(path.read_bytes), path.name
+            size = (await asyncio.to_thread(path.stat)).st_size
+            if size > limit:
+                raise ValueError(f"input_reference {str(path)!r} is {size:,} bytes; the limit is {limit:,}")
+            data, name = await asyncio.to_thread(path.read_bytes), path.name
         except OSError as exc:
             raise ValueError(f"cannot read input_reference {str(path)!r}: {exc.strerror or exc}") from exc
-    read = getattr(reference, "read", None)
-    if read is None:
-        raise TypeError(
-            f"input_reference must be a path, bytes or a binary file, not {type(reference).__name__}"
-        )
-    data = await asyncio.to_thread(read)
-    if not isinstance(data, bytes):
-        raise TypeError("input_reference must be opened in binary mode ('rb')")
-    name = os.path.basename(str(getattr(reference, "name", "") or "")) or "input_reference"
-    return data, name
+    else:
+        read = getattr(reference, "read", None)
+        if read is None:
+            raise TypeError(
+                f"input_reference must be a path, bytes or a binary file, not {type(reference).__name__}"
+            )
+        data = await asyncio.to_thread(read, limit + 1)
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"input_reference.read() must return bytes (a file opened with 'rb'), "
+                f"not {type(data).__name__}"
+            )
+        name = os.path.basename(str(getattr(reference, "name", "") or "")) or "input_reference"
+    if not data:
+        raise ValueError("input_reference is empty (a file at its end is read from where it stands)")
+    if len(data) > limit:
+        raise ValueError(f"input_reference is over {limit:,} bytes")
+    return data, _SAFE_NAME.sub("_", name).strip("._") or "input_reference"
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def _sniff(data: bytes, name: str) -> str:

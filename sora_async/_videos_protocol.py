@@ -32,6 +32,7 @@ __all__ = [
     "ContentVariant",
     "build_video_create",
     "content_path",
+    "form_value",
     "parse_video_response",
     "remix_path",
     "video_path",
@@ -81,18 +82,19 @@ def build_video_create(
     seconds: int | str | None = None,
     size: str | None = None,
     extra_body: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """The form fields of a create, checked before anything is sent.
+) -> dict[str, Any]:
+    """The fields of a create, checked before anything is sent.
 
     `seconds` is sent as a string, as the API documents ("4", "8", "12");
     an int is accepted. `extra_body` adds fields the SDK does not know, as
-    strings, and may not replace `prompt` or `model`.
+    JSON values (as strings in a multipart body), and may not set a field
+    that has its own argument.
 
     Raises:
         TypeError: A field has the wrong type.
         ValueError: `prompt` or `model` is empty, `seconds` is not a whole
-            number from 1 to 3600 (the gateway refuses others), or `size` is
-            not WIDTHxHEIGHT.
+            number from 1 to 3600 (the gateway refuses others), `size` is
+            not WIDTHxHEIGHT, or `extra_body` sets a field of its own.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -102,28 +104,38 @@ def build_video_create(
         raise TypeError(f"model must be a str, got {type(model).__name__}")
     if not model.strip():
         raise ValueError('model must name a video model, such as "sora-2"')
-    fields = {"prompt": prompt, "model": model.strip()}
+    fields: dict[str, Any] = {"prompt": prompt, "model": model.strip()}
     if seconds is not None:
         fields["seconds"] = _seconds_text(seconds)
     if size is not None:
         if not isinstance(size, str):
             raise TypeError(f"size must be a str such as '1280x720', got {type(size).__name__}")
         width, _, height = size.strip().partition("x")
-        if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        if not (_whole(width) and _whole(height) and int(width) > 0 and int(height) > 0):
             raise ValueError(f"size must be WIDTHxHEIGHT, such as {', '.join(VIDEO_SIZES)}; got {size!r}")
         fields["size"] = size.strip()
     for name, value in (extra_body or {}).items():
-        if name in ("prompt", "model", "input_reference"):
+        if name in ("prompt", "model", "seconds", "size", "input_reference"):
             raise ValueError(f"extra_body may not set {name!r}; pass it as its own argument")
-        fields[str(name)] = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+        fields[str(name)] = value
     return fields
+
+
+def form_value(value: Any) -> str:
+    """A field's value in a multipart body: a string as is, anything else as its JSON."""
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+def _whole(text: str) -> bool:
+    """Whether `text` is a whole number in ASCII digits ("²" and "٨" are digits to Python, not to the API)."""
+    return text.isascii() and text.isdigit()
 
 
 def _seconds_text(seconds: int | str) -> str:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, str)):
         raise TypeError(f"seconds must be an int or a str such as '8', got {type(seconds).__name__}")
     text = str(seconds).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 3600:
+    if not _whole(text) or not 1 <= int(text) <= 3600:
         raise ValueError(f"seconds must be a whole number of seconds from 1 to 3600, got {seconds!r}")
     return str(int(text))
 

@@ -236,8 +236,11 @@ class TaskWaits:
         timeout: float | None,
         poll: PollPolicy | None,
         on_progress: ProgressCallback | None,
+        waiter: str = "wait_until_done",
     ) -> Task:
         """`generate`'s wait for the task it created, under the create's deadline.
+
+        `waiter` names the method to wait for it again with, for the note on an error.
 
         Whatever ends it names the task (see `name_created_task`): the task
         exists and is billed, so it can be waited for again by its id.
@@ -258,7 +261,7 @@ class TaskWaits:
                     task_id=task_id,
                 ) from exc
         except BaseException as exc:
-            name_created_task(exc, task_id)
+            name_created_task(exc, task_id, waiter)
             raise
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -282,7 +285,7 @@ class TaskWaits:
         return self._transport.closed
 
 
-def name_created_task(exc: BaseException, task_id: str) -> None:
+def name_created_task(exc: BaseException, task_id: str, waiter: str = "wait_until_done") -> None:
     """Make `exc` name the task that was created before it was raised.
 
     A `SoraError` that names no task gets `task_id`; every exception gets a
@@ -291,7 +294,7 @@ def name_created_task(exc: BaseException, task_id: str) -> None:
     if isinstance(exc, SoraError) and exc.task_id is None:
         exc.task_id = task_id
     exc.__dict__.setdefault(_CREATED, task_id)
-    note = f"task {task_id} was created and is billed; wait for it with wait_until_done({task_id!r})"
+    note = f"task {task_id} was created and is billed; wait for it with {waiter}({task_id!r})"
     if sys.version_info >= (3, 11):
         exc.add_note(note)
     else:  # the same attribute; 3.10's tracebacks do not print it

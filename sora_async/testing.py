@@ -105,6 +105,9 @@ __all__ = [
     "VideoQuirks",
 ]
 
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The largest request body the fake accepts (an `input_reference` image included)."""
+
 State = tuple[str, str]
 """A (status, progress) pair, such as ("IN_PROGRESS", "30%")."""
 
@@ -584,7 +587,10 @@ class FakeSoraServer:
     # --- HTTP --------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._report] if self.on_request is not None else [])
+        app = web.Application(
+            middlewares=[self._report] if self.on_request is not None else [],
+            client_max_size=MAX_REQUEST_BYTES,  # a multipart create's image: aiohttp's default is 1 MiB
+        )
         app.router.add_post("/sora/v1/videos", self._handle_create)
         app.router.add_get("/sora/v1/videos/{task_id}", self._handle_query)
         self._videos.mount(app.router)

@@ -133,3 +133,23 @@ async def test_resume_commands_keep_openai(server: FakeSoraServer) -> None:
     assert code == cli.EXIT_TIMEOUT
     document = json.loads(out)
     assert document["resume"] == [f"sora-async wait {document['task_id']} --base-url {server.url} --openai"]
+
+
+async def test_a_failure_without_a_status_reads_as_failure(server: FakeSoraServer) -> None:
+    """The stored error body has no status: every line and document says FAILURE, never a blank."""
+    server.video_quirks = VideoQuirks(failure_without_status=True)
+    failed = server.add_task(timeline=[("FAILURE", "100%")], fail_reason="moderation")
+    code, out, _ = await run_cli("status", failed, "--openai", *against(server))
+    assert code == cli.EXIT_FAILED
+    assert out.splitlines() == [f"{failed} FAILURE - (moderation)"]
+    code, out, _ = await run_cli("status", failed, "--openai", "--json", *against(server))
+    assert json.loads(out)["tasks"][0]["status"] == "FAILURE"
+
+
+@pytest.mark.parametrize("variant", ["md", "ld"])
+async def test_a_reverse_rendition_is_refused_with_openai(server: FakeSoraServer, variant: str) -> None:
+    done = server.add_task(timeline=[("SUCCESS", "100%")])
+    code, _, err = await run_cli("download", done, "--openai", "--variant", variant, *against(server))
+    assert code == cli.EXIT_USAGE
+    assert "video, thumbnail or spritesheet" in err
+    assert server.requests["content"] == 0

@@ -8,6 +8,7 @@ faults this surface shares with the reverse format.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -769,3 +770,41 @@ def test_public_names() -> None:
     """sora_async.testing exports the quirks and the recorded upload."""
     assert {"VideoQuirks", "UploadedReference"} <= set(sora_async.testing.__all__)
     assert sora_async.testing.VideoQuirks is VideoQuirks
+
+
+async def test_new_quirks_count_their_cuts_from_zero(
+    server: FakeSoraServer, session: aiohttp.ClientSession
+) -> None:
+    video_id = server.add_task(timeline=DONE)
+    url = f"{server.url}/v1/videos/{video_id}/content"
+
+    async def whole() -> bool:
+        received = bytearray()
+        async with session.get(url, headers=AUTH) as response:
+            try:
+                await read_into(response, received)
+            except aiohttp.ClientPayloadError:
+                return False
+        return len(received) == len(sample_file("mp4"))
+
+    server.video_quirks = VideoQuirks(content_cut_after=10, content_cuts=1)
+    assert [await whole(), await whole()] == [False, True]
+    server.video_quirks = VideoQuirks(content_cut_after=10, content_cuts=1)  # fresh quirks: one cut again
+    assert [await whole(), await whole()] == [False, True]
+
+
+async def test_a_photo_sized_multipart_create_is_accepted(
+    server: FakeSoraServer, session: aiohttp.ClientSession
+) -> None:
+    """aiohttp's server takes 1 MiB by default; an ordinary photo is bigger."""
+    form = aiohttp.FormData()
+    form.add_field("prompt", "a kite")
+    form.add_field("model", "sora-2")
+    photo = b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024)
+    form.add_field("input_reference", io.BytesIO(photo), filename="photo.jpg", content_type="image/jpeg")
+    async with session.post(f"{server.url}/v1/videos", data=form, headers=AUTH) as response:
+        assert response.status == 200
+        video_id = (await response.json())["id"]
+    reference = server.tasks[video_id].input_reference
+    assert reference is not None
+    assert reference.size == len(photo)

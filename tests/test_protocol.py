@@ -14,6 +14,7 @@ from sora_async import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -21,6 +22,7 @@ from sora_async import (
     Task,
     TaskNotFoundError,
     TaskStatus,
+    VideoNotReadyError,
 )
 from sora_async._protocol import (
     MIN_SECRET_LENGTH,
@@ -38,7 +40,7 @@ from sora_async._protocol import (
 
 from .conftest import envelope
 
-PURE_MODULES = ["_protocol.py", "_policy.py", "_models.py", "_errors.py"]
+PURE_MODULES = ["_protocol.py", "_videos_protocol.py", "_policy.py", "_models.py", "_errors.py"]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
@@ -567,3 +569,44 @@ def test_a_bare_number_as_progress_means_percent(sent: bytes, progress: str, per
     task = parse_task_response(200, {}, body)
     assert task.progress == progress
     assert task.percent == percent
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, b'{"error": {"message": "No available channel for model sora-2", "code": "model_not_found"}}'),
+        (503, b'{"error": {"message": "no available channel for model sora-2 under group default"}}'),
+        (
+            404,
+            b'{"error": {"message": "The model `sora-2` does not exist", "type": "invalid_request_error"}}',
+        ),
+        (400, b'{"code": "model_not_found", "message": "sora-2", "data": null}'),
+    ],
+    ids=["code with a 503", "message without the code", "a 404 naming the model", "the envelope's code"],
+)
+def test_a_model_no_channel_serves_is_final_in_every_spelling(status: int, body: bytes) -> None:
+    error = error_from_response(status, {}, body)
+    assert type(error) is ModelNotAvailableError
+    assert error.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls"),
+    [
+        (
+            404,
+            b'{"error": {"message": "Task not found", "type": "invalid_request_error"}}',
+            TaskNotFoundError,
+        ),
+        (
+            400,
+            b'{"error": {"message": "Task is not completed yet, current status: QUEUED"}}',
+            VideoNotReadyError,
+        ),
+        (404, b"<html>404 page not found</html>", BadRequestError),  # a 4xx the SDK has no class for
+    ],
+)
+def test_the_openai_formats_messages_choose_their_class(
+    status: int, body: bytes, cls: type[APIError]
+) -> None:
+    assert type(error_from_response(status, {}, body)) is cls

@@ -14,7 +14,7 @@ Exit codes, for scripts to branch on:
     3     timeout, in any phase: create, wait, download
     4     authentication or configuration: no key, a wrong key (401),
           no permission or quota (403), an unusable --base-url (one
-          that answers 404 or a redirect)
+          that answers 404 or a redirect), a model no channel serves
     5     not found: the gateway knows no such task
     6     connection or server error after the retries: refused, reset,
           TLS, 5xx, 429, an answer that is not the API's JSON

@@ -38,7 +38,7 @@ from ._args import (
     option,
     request_timeout,
 )
-from ._display import Display, error_json, error_words, make_display, task_json
+from ._display import Display, error_json, error_words, make_display, status_text, task_json
 from ._failures import ConfigError, about_the_server, exit_code_for, most_pressing
 
 
@@ -140,7 +140,12 @@ def choose_variant(args: argparse.Namespace) -> str:
             raise ValueError(
                 "--generation applies to the reverse format only: a video of the OpenAI format has one file"
             )
-        return "video" if variant in (None, "source", "md", "ld") else variant
+        if variant in ("md", "ld"):
+            raise ValueError(
+                f"--variant {variant} is a rendition of the reverse format; with --openai use "
+                "video, thumbnail or spritesheet"
+            )
+        return "video" if variant in (None, "source") else variant
     return "source" if variant in (None, "video") else variant
 
 
@@ -321,7 +326,7 @@ async def cmd_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
             if not args.json:
                 reason = f" ({task.fail_reason})" if task.fail_reason else ""
                 url = f" {task.video_url}" if task.status == "SUCCESS" and task.video_url else ""
-                print(f"{task.task_id} {task.raw_status} {task.progress or '-'}{reason}{url}", file=out)
+                print(f"{task.task_id} {status_text(task)} {task.progress or '-'}{reason}{url}", file=out)
     if args.json:
         print(json.dumps({"tasks": results}), file=out)
     return most_pressing(codes)

@@ -106,10 +106,16 @@ def queue_position(task: Task) -> int | None:
     return video.progress_pos_in_queue if video is not None else None
 
 
+def status_text(task: Task) -> str:
+    """The status as the server sent it, or the SDK's reading when it sent none (the OpenAI
+    format's stored error body has no `status`: a FAILURE)."""
+    return task.raw_status or task.status.value
+
+
 def describe(task: Task) -> str:
     """A one-line description of a snapshot: id, status, percent, queue position."""
     percent = f" {task.percent:.0f}%" if task.percent is not None else ""
-    text = f"{task.task_id} {task.raw_status}{percent}"
+    text = f"{task.task_id} {status_text(task)}{percent}"
     position = queue_position(task)
     if position is not None:
         text += f" (queue position {position})"
@@ -118,7 +124,7 @@ def describe(task: Task) -> str:
 
 def summarize(outcome: Task | SoraError) -> str:
     if isinstance(outcome, Task):
-        return f"{outcome.raw_status} {outcome.video_url or ''}".rstrip()
+        return f"{status_text(outcome)} {outcome.video_url or ''}".rstrip()
     return error_words(outcome)
 
 
@@ -158,7 +164,7 @@ def task_json(task: Task) -> dict[str, Any]:
     """A task as the JSON documents of the CLI show it."""
     return {
         "task_id": task.task_id,
-        "status": task.raw_status,
+        "status": status_text(task),
         "progress": task.progress,
         "percent": task.percent,
         "fail_reason": task.fail_reason,
@@ -449,7 +455,7 @@ class RichDisplay:
     def _cells(task: Task, *, wide: bool) -> tuple[str, str]:
         """A table row's status (with the queue position when wide) and percent."""
         position = queue_position(task) if wide else None
-        status = task.raw_status + (f" (queue {position})" if position is not None else "")
+        status = status_text(task) + (f" (queue {position})" if position is not None else "")
         return status, f"{task.percent:.0f}%" if task.percent is not None else ""
 
     def _task_line(self, seen: Seen, width: int, now: float) -> Any:
@@ -457,7 +463,7 @@ class RichDisplay:
         then the bar, then the long words; status, percent and elapsed time always stay."""
         task = seen.task
         percent = task.percent
-        status = task.raw_status or task.status.value
+        status = status_text(task)
         position = queue_position(task)
         wait = queue_wait_hint(task)
         left = None if wait is None else wait - (now - seen.at)

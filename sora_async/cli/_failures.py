@@ -125,7 +125,7 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     if isinstance(error, ModelNotAvailableError):
         return (
             "the gateway has no channel for this model now (retired, or not enabled for your key's "
-            "group); choose another --model, such as sora-2-pro, or check CometAPI's model list"
+            "group); choose another --model from CometAPI's model list"
         )
     if isinstance(error, VideoNotReadyError):
         task_id = error.task_id or option(args, "task_id")
