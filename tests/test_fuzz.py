@@ -43,6 +43,9 @@ from sora_async._protocol import (
     parse_retry_after,
     parse_task_response,
 )
+from sora_async._videos_protocol import _ErrorObject as _VideoError
+from sora_async._videos_protocol import _VideoWire as _VideoObjectWire
+from sora_async._videos_protocol import parse_video_response
 
 from .shapes import FULL_VIDEO
 
@@ -354,3 +357,60 @@ def test_retry_after_values(value: str) -> None:
     """Any Retry-After header gives a non-negative number of seconds or None."""
     seconds = parse_retry_after(value, now=1_700_000_000.0)
     assert seconds is None or seconds >= 0
+
+
+# --- the OpenAI format's video object (/v1/videos) ---------------------------------
+
+VIDEO_OBJECT: dict[str, Any] = {
+    "id": "task_1",
+    "object": "video",
+    "model": "sora-2",
+    "status": "in_progress",
+    "progress": 40,
+    "created_at": 1773296991,
+    "completed_at": None,
+    "expires_at": None,
+    "seconds": "8",
+    "size": "1280x720",
+    "prompt": "a kite",
+    "error": {"code": "x", "message": "y"},
+    "remixed_from_video_id": None,
+    "video_url": "https://cdn.example/v.mp4",
+}
+VIDEO_POSITIONS: list[Path] = [
+    (),
+    *[(name,) for name in VIDEO_OBJECT],
+    *[(name,) for name in _VideoObjectWire.__struct_fields__],
+    *[("error", name) for name in _VideoError.__struct_fields__],
+]
+
+
+def exercise_video(task: Task) -> None:
+    """A video snapshot is a Task of the OpenAI format with every property total."""
+    exercise(task)
+    assert task.format == "openai"
+    for name in ("model", "seconds", "size", "remixed_from_video_id"):
+        assert isinstance(getattr(task, name), str), name
+    assert isinstance(task.expires_at, int)
+    assert task.video is None
+
+
+@given(changes_at(VIDEO_POSITIONS), statuses | st.just(200))
+def test_any_value_in_any_video_object_position(changes: list[tuple[Path, Any]], status: int) -> None:
+    """Any JSON value in any field of the video object (or in its place) gives a Task or a typed error."""
+    body = to_json(put(VIDEO_OBJECT, changes)).encode()
+    try:
+        task = parse_video_response(status, {}, body)
+    except (ResponseDecodeError, APIError):
+        return
+    assert 200 <= status < 300
+    exercise_video(task)
+
+
+@given(st.binary(max_size=2048) | json_values.map(lambda value: to_json(value).encode()), statuses)
+def test_any_answer_to_a_video_query(body: bytes, status: int) -> None:
+    try:
+        task = parse_video_response(status, {}, body)
+    except (ResponseDecodeError, APIError):
+        return
+    exercise_video(task)
