@@ -23,13 +23,13 @@ import pathlib
 import secrets
 import stat
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import BinaryIO
 
 import aiohttp
 import anyio
 
-from ._download_plan import Destination, DownloadPlan, check_destination, url_expiry
+from ._download_plan import IMAGE_VARIANTS, Destination, DownloadPlan, check_destination, url_expiry
 from ._errors import (
     ClientClosedError,
     DestinationExistsError,
@@ -38,7 +38,7 @@ from ._errors import (
     SoraError,
     URLExpiredError,
 )
-from ._protocol import error_from_response
+from ._protocol import auth_headers, error_from_response
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
@@ -204,13 +204,18 @@ class APIAccess:
     """How to fetch a file the API itself serves (the OpenAI format's `/content`).
 
     Attributes:
-        headers: Sent to `plan.url`'s origin (the API key), and to no other.
+        api_key: Sent to `plan.url`'s origin only (its `headers`), and
+            scrubbed from the API's error messages.
         other_origin: The session for a redirect to another origin (a CDN),
             which gets none of `headers`.
     """
 
-    headers: Mapping[str, str]
+    api_key: str = dataclasses.field(repr=False)
     other_origin: aiohttp.ClientSession
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return auth_headers(self.api_key)
 
 
 @contextlib.asynccontextmanager
@@ -262,8 +267,7 @@ async def open_video(
     try:
         if api is not None and response.status != 200 and _same_origin(str(response.url), plan.url):
             body = await response.content.read(64 * 1024)
-            key = api.headers.get("Authorization", "").removeprefix("Bearer ")
-            raise error_from_response(response.status, response.headers, body, secret=key or None)
+            raise error_from_response(response.status, response.headers, body, secret=api.api_key)
         _check_answer(response, stream, plan)
         yield stream
     finally:
@@ -308,7 +312,7 @@ def _check_answer(response: aiohttp.ClientResponse, stream: VideoStream, plan: D
         raise DownloadError(
             f"the {plan.variant} file of task {plan.task_id} came as {content_type}, not as a video or image"
         )
-    if plan.variant in ("thumbnail", "spritesheet") and content_type.startswith("video/"):
+    if plan.variant in IMAGE_VARIANTS and content_type.startswith("video/"):
         raise DownloadError(
             f"asked for the {plan.variant} of task {plan.task_id}, the server sent a video "
             f"({content_type}): the gateway ignored the variant (PROTOCOL.md, Part 2)"

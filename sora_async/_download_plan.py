@@ -50,7 +50,11 @@ _FALLBACKS: dict[str, tuple[str, ...]] = {
     "spritesheet": ("spritesheet",),
 }
 _DEFAULT_EXTENSION = {"thumbnail": ".webp", "spritesheet": ".jpg"}
-_KNOWN_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".webp", ".jpg", ".jpeg", ".png", ".gif"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm"})
+IMAGE_EXTENSIONS = frozenset({".webp", ".jpg", ".jpeg", ".png", ".gif"})
+IMAGE_VARIANTS = frozenset({"thumbnail", "spritesheet"})
+"""The variants that are images; the others are videos."""
+_KNOWN_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 

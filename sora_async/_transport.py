@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -259,48 +260,69 @@ class Transport:
         *,
         content_type: str = "application/json",
     ) -> _T:
-        """Send a request and parse the answer, resending while `may_retry` allows.
+        """Send a request and parse the answer, resending while `may_retry` allows (see `retrying`).
 
         `content_type` is the body's (JSON unless said otherwise: a
         multipart body names its boundary).
-
-        Resends wait `retry`'s backoff on top of any pause the budget holds;
-        none is sent when the backoff would pass `deadline`.
 
         Raises:
             APITimeoutError: The budget did not admit the request before `deadline`.
             SoraError: What `parse` or the exchange raised, once retries are spent.
         """
-        gate = self.gate()
-        attempt = 0
-        while True:
-            response: Response | None = None
+        response: Response | None = None
+
+        async def attempt() -> _T:
+            nonlocal response
+            response = None
             try:
                 response = await self.send(method, path, body, deadline, content_type=content_type)
-                return parse(response)
             except DeadlineReached:
                 raise APITimeoutError(
                     f"{method} {path}: no turn in the request budget before the deadline",
                     request_sent=False,
                 ) from None
+            return parse(response)
+
+        return await self.retrying(
+            attempt, lambda exc: may_retry(exc, response), deadline, f"{method} {path}", self._max_retries
+        )
+
+    async def retrying(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        may_retry: Callable[[SoraError], bool],
+        deadline: float | None,
+        what: str,
+        retries: int,
+    ) -> _T:
+        """Run `attempt`, and again at most `retries` times while it raises a `SoraError` that
+        `may_retry` accepts: the one resend loop of the client, for API requests and file transfers.
+
+        Resends wait `retry`'s backoff (on top of any pause the budget holds);
+        none starts when the backoff would pass `deadline`. Each resend is
+        logged at DEBUG with `extra={"sora_retry": (what, error, delay)}`.
+        """
+        gate = self.gate()
+        for tried in itertools.count():
+            try:
+                return await attempt()
             except SoraError as exc:
-                if attempt >= self._max_retries or not may_retry(exc, response):
+                if tried >= retries or not may_retry(exc):
                     raise
-                delay = self.retry.delay(attempt)
+                delay = self.retry.delay(tried)
                 if deadline is not None and gate.now() + delay >= deadline:
                     raise
-                attempt += 1
                 logger.debug(
-                    "%s %s failed (%s); retry %d/%d in %.2f s",
-                    method,
-                    path,
+                    "%s failed (%s); retry %d/%d in %.2f s",
+                    what,
                     type(exc).__name__,
-                    attempt,
-                    self._max_retries,
+                    tried + 1,
+                    retries,
                     delay,
-                    extra={"sora_retry": (f"{method} {path}", exc, delay)},
+                    extra={"sora_retry": (what, exc, delay)},
                 )
                 await gate.sleep_until(gate.now() + delay)
+        raise AssertionError("unreachable")
 
     async def send(
         self,

@@ -37,7 +37,7 @@ from ._errors import APIConnectionError, DownloadError, SoraError
 from ._gate import Gate
 from ._models import Task, TaskStatus
 from ._policy import PollPolicy
-from ._protocol import auth_headers, normalize_task_id
+from ._protocol import normalize_task_id
 from ._transport import Response, Transport, retry_idempotent
 from ._videos_protocol import (
     CONTENT_VARIANTS,
@@ -271,7 +271,7 @@ class Videos(TaskWaits):
                 api=self._access(),
             )
 
-        return await _attempts(attempt, self._transport, gate, deadline)
+        return await self._transfer(attempt, plan, deadline)
 
     async def download_bytes(
         self,
@@ -295,7 +295,7 @@ class Videos(TaskWaits):
                 api=self._access(),
             )
 
-        return await _attempts(attempt, self._transport, gate, deadline)
+        return await self._transfer(attempt, plan, deadline)
 
     def stream_video(
         self, task_or_id: Task | str, *, variant: ContentVariant = "video", timeout: float | None = None
@@ -375,31 +375,23 @@ class Videos(TaskWaits):
         url = self._transport.base_url + content_path(video_id, variant)
         return DownloadPlan(video_id, variant, url, None), gate, deadline
 
+    async def _transfer(
+        self, attempt: Callable[[], Awaitable[_T]], plan: DownloadPlan, deadline: float | None
+    ) -> _T:
+        """A file transfer, tried again while it fails for a passing reason (`retryable`), through
+        the client's one resend loop: `DOWNLOAD_ATTEMPTS` tries in all, within the deadline."""
+        path = plan.url.removeprefix(self._transport.base_url)
+        return await self._transport.retrying(
+            attempt, lambda exc: exc.retryable, deadline, f"GET {path}", DOWNLOAD_ATTEMPTS - 1
+        )
+
     def _access(self) -> APIAccess:
-        return APIAccess(headers=auth_headers(self._api_key), other_origin=self._transport.cdn_session())
+        return APIAccess(api_key=self._api_key, other_origin=self._transport.cdn_session())
 
 
 def _check_variant(variant: object) -> None:
     if variant not in CONTENT_VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(CONTENT_VARIANTS)}; got {variant!r}")
-
-
-async def _attempts(
-    attempt: Callable[[], Awaitable[_T]], transport: Transport, gate: Gate, deadline: float | None
-) -> _T:
-    """Run a transfer up to `DOWNLOAD_ATTEMPTS` times while it fails for a passing reason
-    (`retryable`), after the client's retry backoff, never past `deadline`."""
-    for number in range(1, DOWNLOAD_ATTEMPTS + 1):
-        try:
-            return await attempt()
-        except SoraError as exc:
-            if not exc.retryable or number == DOWNLOAD_ATTEMPTS:
-                raise
-            wake = gate.now() + transport.retry.delay(number - 1)
-            if deadline is not None and wake >= deadline:
-                raise
-            await gate.sleep_until(wake)
-    raise AssertionError("unreachable")
 
 
 def _retry_video_create(exc: SoraError, response: Response | None) -> bool:

@@ -17,7 +17,13 @@ from typing import IO, Any, cast
 
 from sora_async._client import SoraClient
 from sora_async._download import VideoStream
-from sora_async._download_plan import Variant, check_destination
+from sora_async._download_plan import (
+    IMAGE_EXTENSIONS,
+    IMAGE_VARIANTS,
+    VIDEO_EXTENSIONS,
+    Variant,
+    check_destination,
+)
 from sora_async._errors import InvalidTaskIdError, SoraError
 from sora_async._models import Task
 from sora_async._outcomes import TaskFailedError
@@ -479,19 +485,15 @@ async def cmd_download(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
     return EXIT_OK
 
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm"})
-IMAGE_SUFFIXES = frozenset({".webp", ".jpg", ".jpeg", ".png", ".gif"})
-
-
 def variant_mismatch(variant: str, output: str) -> str | None:
     """A warning when --output's extension names a video for an image variant, or the reverse."""
     suffix = pathlib.PurePath(output).suffix.lower()
     if output.endswith(("/", os.sep)) or os.path.isdir(output):
         return None  # a folder: the file is named for its variant
-    image = variant in ("thumbnail", "spritesheet")
-    if image and suffix in VIDEO_SUFFIXES:
+    image = variant in IMAGE_VARIANTS
+    if image and suffix in VIDEO_EXTENSIONS:
         return f"--variant {variant} is an image, but {output} is named as a video ({suffix})"
-    if not image and suffix in IMAGE_SUFFIXES:
+    if not image and suffix in IMAGE_EXTENSIONS:
         return f"--variant {variant} is a video, but {output} is named as an image ({suffix})"
     return None
 
