@@ -18,6 +18,7 @@ from ._errors import (
     DownloadTimeoutError,
     EventLoopMismatchError,
     InvalidTaskIdError,
+    JournalError,
     ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
@@ -28,10 +29,13 @@ from ._errors import (
     URLExpiredError,
     VideoNotReadyError,
 )
+from ._journal import CreateRecord, DownloadRecord, Journal, TaskRecord
+from ._journal_sqlite import SQLiteJournal
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
 from ._policy import PollPolicy, RetryPolicy
 from ._protocol import Action, CreateOptions
+from ._resume import Resume
 from ._videos import InputReference, Videos
 from ._videos_protocol import ContentVariant
 from ._waits import DEFAULT_BATCH_CONCURRENCY, DEFAULT_WAIT_TIMEOUT, ProgressCallback
@@ -57,10 +61,12 @@ __all__ = [
     "ClientClosedError",
     "ContentVariant",
     "CreateOptions",
+    "CreateRecord",
     "Destination",
     "DestinationExistsError",
     "DownloadError",
     "DownloadProgress",
+    "DownloadRecord",
     "DownloadTimeoutError",
     "Encoding",
     "Encodings",
@@ -68,6 +74,8 @@ __all__ = [
     "Generation",
     "InputReference",
     "InvalidTaskIdError",
+    "Journal",
+    "JournalError",
     "ModelNotAvailableError",
     "Outcome",
     "PermissionDeniedError",
@@ -75,7 +83,9 @@ __all__ = [
     "ProgressCallback",
     "RateLimitError",
     "ResponseDecodeError",
+    "Resume",
     "RetryPolicy",
+    "SQLiteJournal",
     "ServerError",
     "SoraClient",
     "SoraError",
@@ -83,6 +93,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskNotFoundError",
+    "TaskRecord",
     "TaskStatus",
     "URLExpiredError",
     "Variant",

@@ -6,11 +6,12 @@ import contextlib
 import logging
 import os
 import pathlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import aiohttp
+import msgspec
 
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget, check_count, check_positive
 from ._cadence import CadencePolicy
@@ -23,7 +24,11 @@ from ._download import (
     save_video,
 )
 from ._download_plan import DownloadPlan, Variant, check_download_choice, plan_download
+from ._engine import Batch
+from ._errors import SoraError
 from ._gate import Gate
+from ._journal import BeforeSend, CreateRecord, Journal, TaskRecord, journaled_create
+from ._journal_sqlite import SQLiteJournal
 from ._models import NULL_PAYLOAD, Task, TaskStatus
 from ._policy import PollPolicy, RetryPolicy
 from ._protocol import (
@@ -37,9 +42,11 @@ from ._protocol import (
     parse_task_response,
     task_path,
 )
+from ._resume import Resume, download_pending
 from ._transport import Response, Transport, retry_create, retry_idempotent
 from ._videos import Videos
 from ._waits import (
+    DEFAULT_BATCH_CONCURRENCY,
     DEFAULT_WAIT_TIMEOUT,
     ProgressCallback,
     TaskWaits,
@@ -98,6 +105,12 @@ class SoraClient(TaskWaits):
         max_retry_after: The longest pause, in seconds, that a server's
             `Retry-After` may impose on the client (default 60 s). It is
             honoured on 429, 503 and any other error answer that carries it.
+        journal: Where to record every create (before it is sent), every
+            status change and every download, so that a crash or a restart
+            loses nothing (see `pending`, `resume`, `download_pending`): a
+            path, for a `SQLiteJournal` the client opens on first use and
+            closes with itself, or a `Journal` (flushed on close, not
+            closed). None (the default): nothing is recorded.
 
     Attributes:
         videos: The OpenAI-format video API (`/v1/videos`: sora-2 and the
@@ -106,7 +119,8 @@ class SoraClient(TaskWaits):
 
     Raises:
         ValueError: No key was given or found in `COMETAPI_KEY`, the base
-            URL is unusable, or a limit is out of range.
+            URL is unusable, a limit is out of range, or `journal` names a folder.
+        TypeError: `journal` is neither a path nor a `Journal`.
     """
 
     def __init__(
@@ -124,6 +138,7 @@ class SoraClient(TaskWaits):
         rate_limit: float | None = None,
         max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        journal: str | os.PathLike[str] | Journal | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
         key = key.strip()
@@ -136,6 +151,7 @@ class SoraClient(TaskWaits):
         check_count("max_response_bytes", max_response_bytes, minimum=1)
         root = base_url if base_url is not None else os.environ.get("COMETAPI_BASE_URL") or DEFAULT_BASE_URL
         self._api_key = key
+        self._journal, self._owns_journal = _open_journal(journal)
         # One CadencePolicy per client: all its waits share what it learns of
         # the gateway's refresh cadence.
         self._poll = poll if poll is not None else CadencePolicy()
@@ -149,7 +165,7 @@ class SoraClient(TaskWaits):
             retry=retry if retry is not None else RetryPolicy(),
             max_retries=max_retries,
         )
-        self.videos = Videos(self._transport, self._poll, key)
+        self.videos = Videos(self._transport, self._poll, key, self._journal)
         """The OpenAI-format video API (`/v1/videos`) on this client's key, budget and poll policy."""
 
     # --- lifecycle ---------------------------------------------------------
@@ -158,6 +174,11 @@ class SoraClient(TaskWaits):
     def base_url(self) -> str:
         """The API root every request path is appended to."""
         return self._transport.base_url
+
+    @property
+    def journal(self) -> Journal | None:
+        """The task journal the client records to, or None."""
+        return self._journal
 
     @property
     def budget(self) -> Budget:
@@ -183,9 +204,15 @@ class SoraClient(TaskWaits):
 
         Every wait, batch and request still pending raises `ClientClosedError`
         at once (their tasks keep running upstream); any call made afterwards
-        raises it too. Safe to repeat.
+        raises it too. Then the journal's buffered records are written, and
+        a journal the client opened from a path is closed. Safe to repeat.
         """
-        await self._transport.aclose()
+        try:
+            await self._transport.aclose()
+        finally:
+            journal = self._journal
+            if journal is not None:
+                await (journal.aclose() if self._owns_journal else journal.flush())
 
     # --- tasks -------------------------------------------------------------
 
@@ -363,7 +390,7 @@ class SoraClient(TaskWaits):
         gate = self._transport.gate()
         deadline = self._deadline(timeout)
         plan = await self._plan_video(task_or_id, variant, generation, gate, deadline)
-        return await save_video(
+        path = await save_video(
             self._transport.cdn_session(),
             plan,
             dest,
@@ -372,6 +399,8 @@ class SoraClient(TaskWaits):
             closed=self._is_closed,
             overwrite=overwrite,
         )
+        await self._saved(plan.task_id, variant if generation == 0 else f"{variant}/{generation}", path)
+        return path
 
     async def download_bytes(
         self,
@@ -485,6 +514,141 @@ class SoraClient(TaskWaits):
             task = await self.get_task(task.task_id, timeout=time_left(gate, deadline))
         return plan_download(task, variant, generation)
 
+    # --- the journal ---------------------------------------------------------
+
+    async def pending(self) -> list[TaskRecord]:
+        """The journal's unfinished tasks (both API formats), oldest first.
+
+        Tasks created or waited on by any process sharing the journal count,
+        this one's included. Creates in doubt have no task id and are listed
+        by `in_doubt` instead.
+
+        Raises:
+            ValueError: The client has no journal.
+            JournalError: The journal cannot be read.
+        """
+        return await self._needs_journal("pending").tasks(pending=True)
+
+    async def in_doubt(self) -> list[CreateRecord]:
+        """Creates that were sent and never answered: the task may exist and be billed.
+
+        The SDK cannot find such a task (the gateway lists none: PROTOCOL.md)
+        and never sends the create again; check CometAPI's dashboard for a
+        task with the record's prompt created near its `sent_at`, then
+        `forget` the record (the CLI: `sora-async jobs forget REF`).
+
+        Raises:
+            ValueError: The client has no journal.
+            JournalError: The journal cannot be read.
+        """
+        return await self._needs_journal("in_doubt").creates(in_doubt=True)
+
+    def resume(
+        self,
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        rate_limit: float | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll: PollPolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Resume:
+        """Wait for every unfinished task of the journal and yield (task id, outcome) as each ends.
+
+        The tasks are read from the journal when the iteration starts, and
+        waited for by the batch engine as `as_completed` waits (the same
+        arguments, outcomes and budget), each with the API format it was
+        created with; every change and outcome is recorded. Use it as
+        `as_completed` is used::
+
+            async with client.resume() as outcomes:
+                async for task_id, outcome in outcomes:
+                    ...
+
+        Creates in doubt are not waited for (they have no id): see `in_doubt`.
+
+        Raises:
+            ValueError: The client has no journal, or an argument is invalid
+                (at the call; nothing is read).
+            JournalError: On iteration, the journal cannot be read.
+        """
+        check_timeout(timeout)
+        check_count("concurrency", concurrency, minimum=1)
+        journal = self._needs_journal("resume")
+
+        def start(tasks: list[TaskRecord]) -> Batch:
+            openai = {task.task_id for task in tasks if task.format == "openai"}
+
+            def poll_once(task_id: str, deadline: float | None) -> Awaitable[tuple[Task, float | None]]:
+                waits: TaskWaits = self.videos if task_id in openai else self
+                return waits._poll_once(task_id, deadline)
+
+            return self._batch(
+                [task.task_id for task in tasks],
+                poll_once,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                timeout=timeout,
+                poll=poll,
+                on_progress=on_progress,
+            )
+
+        return Resume(journal, start)
+
+    async def download_pending(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        concurrency: int = 4,
+        timeout: float | None = None,
+        on_saved: Callable[[str, pathlib.Path | SoraError], object] | None = None,
+    ) -> dict[str, pathlib.Path | SoraError]:
+        """Save every finished task of the journal that has no saved file yet into the folder `dest`.
+
+        Each task's file is named as `download` names it in a folder
+        (`<task>_source.mp4`; `<task>_video.mp4` for the OpenAI format) and
+        is never replaced: a file already under that name is taken as this
+        task's, saved by a run that ended before recording it (files only
+        appear under their final name complete). A task another live
+        process is saving is skipped, so two processes sharing a journal
+        never fetch one file twice; a claim of a process that died is taken over.
+
+        Args:
+            dest: A folder; created if missing.
+            concurrency: The most downloads at once.
+            timeout: Seconds for each download, or None.
+            on_saved: Called with (task id, path or error) as each ends.
+
+        Returns:
+            {task id: the path saved, or the `SoraError` that stopped it},
+            for every task this call tried.
+
+        Raises:
+            ValueError: The client has no journal, or an argument is invalid.
+            JournalError: The journal cannot be read or written.
+        """
+        check_count("concurrency", concurrency, minimum=1)
+        check_timeout(timeout)
+        journal = self._needs_journal("download_pending")
+        return await download_pending(
+            journal,
+            pathlib.Path(dest),
+            lambda task, folder: self._download_record(task, folder, timeout),
+            concurrency=concurrency,
+            on_saved=on_saved,
+        )
+
+    async def _download_record(
+        self, task: TaskRecord, folder: pathlib.Path, timeout: float | None
+    ) -> pathlib.Path:
+        if task.format == "openai":
+            return await self.videos.download(task.task_id, folder, timeout=timeout, overwrite=False)
+        return await self.download(task.task_id, folder, timeout=timeout, overwrite=False)
+
+    def _needs_journal(self, method: str) -> Journal:
+        if self._journal is None:
+            raise ValueError(f"{method}() reads the task journal; create the client with journal=PATH")
+        return self._journal
+
     # --- internals ---------------------------------------------------------
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
@@ -493,7 +657,9 @@ class SoraClient(TaskWaits):
         return self._parse_task(response), response.retry_after
 
     def _parse_task(self, response: Response) -> Task:
-        return parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
+        return self._seen(
+            parse_task_response(response.status, response.headers, response.body, secret=self._api_key)
+        )
 
     async def _create(self, body: bytes, *, deadline: float | None) -> str:
         def parse(response: Response) -> str:
@@ -501,4 +667,22 @@ class SoraClient(TaskWaits):
                 response.status, response.headers, response.body, secret=self._api_key
             )
 
-        return await self._transport.call("POST", TASKS_PATH, body, parse, retry_create, deadline)
+        def send(before_send: BeforeSend | None = None) -> Awaitable[str]:
+            return self._transport.call(
+                "POST", TASKS_PATH, body, parse, retry_create, deadline, before_send=before_send
+            )
+
+        if self._journal is None:
+            return await send()
+        fields = msgspec.json.decode(body)
+        prompt = fields.pop("prompt", "")
+        return await journaled_create(self._journal, "reverse", prompt, fields, send)
+
+
+def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> tuple[Journal | None, bool]:
+    """The client's journal and whether the client owns it (made it from a path)."""
+    if journal is None or isinstance(journal, Journal):
+        return journal, False
+    if isinstance(journal, (str, os.PathLike)):
+        return SQLiteJournal(journal), True
+    raise TypeError(f"journal must be a path or a Journal, not {type(journal).__name__}")

@@ -20,6 +20,7 @@ Every exception the SDK raises on purpose derives from `SoraError`::
     ├── WaitTimeoutError            a wait's deadline passed first         (_outcomes)
     ├── ClientClosedError           the client was closed (also a RuntimeError)
     ├── EventLoopMismatchError      used from an event loop it cannot serve (also a RuntimeError)
+    ├── JournalError                the task journal cannot be opened, read or written
     └── DownloadError               a video could not be saved
         ├── DestinationExistsError  a file is already there and overwrite=False (also a FileExistsError)
         ├── DownloadTimeoutError    the transfer ran out of time (also a TimeoutError)
@@ -53,6 +54,7 @@ __all__ = [
     "DownloadTimeoutError",
     "EventLoopMismatchError",
     "InvalidTaskIdError",
+    "JournalError",
     "ModelNotAvailableError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -286,6 +288,24 @@ class EventLoopMismatchError(SoraError, RuntimeError):
     while its first loop is still open. Create the client (and its session)
     inside the loop that uses it.
     """
+
+
+class JournalError(SoraError):
+    """The task journal cannot be opened, read or written.
+
+    Raised by a create before anything is sent when its intent cannot be
+    recorded (so no task exists that the journal does not know of), by a
+    download whose record cannot be written, and by the journal's own
+    methods. A journal file that is not a database, or was written by a
+    newer sora_async, is refused with this error when first used.
+
+    Attributes:
+        path: The journal's file, when it has one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class DownloadError(SoraError):

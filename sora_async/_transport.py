@@ -259,11 +259,14 @@ class Transport:
         deadline: float | None,
         *,
         content_type: str = "application/json",
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> _T:
         """Send a request and parse the answer, resending while `may_retry` allows (see `retrying`).
 
         `content_type` is the body's (JSON unless said otherwise: a
-        multipart body names its boundary).
+        multipart body names its boundary). `before_send` is awaited by each
+        attempt once the budget has admitted it, just before it is sent (a
+        create's journal entry); what it raises ends the call unsent.
 
         Raises:
             APITimeoutError: The budget did not admit the request before `deadline`.
@@ -275,7 +278,9 @@ class Transport:
             nonlocal response
             response = None
             try:
-                response = await self.send(method, path, body, deadline, content_type=content_type)
+                response = await self.send(
+                    method, path, body, deadline, content_type=content_type, before_send=before_send
+                )
             except DeadlineReached:
                 raise APITimeoutError(
                     f"{method} {path}: no turn in the request budget before the deadline",
@@ -332,8 +337,9 @@ class Transport:
         deadline: float | None,
         *,
         content_type: str = "application/json",
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Response:
-        """One HTTP exchange under the client's budget.
+        """One HTTP exchange under the client's budget; `before_send` as for `call`.
 
         Raises:
             DeadlineReached: The budget did not admit it before `deadline`.
@@ -349,6 +355,8 @@ class Transport:
         if not gate.try_enter(budget):
             await gate.enter(budget, deadline)
         try:
+            if before_send is not None:
+                await before_send()
             return await self._exchange(gate, method, path, body, deadline, content_type)
         finally:
             gate.leave(budget)

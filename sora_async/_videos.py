@@ -35,6 +35,7 @@ from ._download import (
 from ._download_plan import DownloadPlan
 from ._errors import APIConnectionError, DownloadError, SoraError
 from ._gate import Gate
+from ._journal import BeforeSend, Journal, journaled_create
 from ._models import Task, TaskStatus
 from ._policy import PollPolicy
 from ._protocol import normalize_task_id
@@ -94,10 +95,13 @@ class Videos(TaskWaits):
     status (`unknown`, a leaked `NOT_START`) is pending, never final.
     """
 
-    def __init__(self, transport: Transport, poll: PollPolicy, api_key: str) -> None:
+    def __init__(
+        self, transport: Transport, poll: PollPolicy, api_key: str, journal: Journal | None = None
+    ) -> None:
         self._transport = transport
         self._poll = poll
         self._api_key = api_key
+        self._journal = journal
 
     def __repr__(self) -> str:
         return f"<Videos of {self._transport.base_url}>"
@@ -212,13 +216,21 @@ class Videos(TaskWaits):
             BadRequestError: The source is not completed, or the prompt is refused.
             SoraError: As for `create`.
         """
-        path = remix_path(normalize_task_id(video_id))
+        source = normalize_task_id(video_id)
+        path = remix_path(source)
         check_timeout(timeout)
         fields = build_video_create(prompt, model="remix")
         body = _json_body({"prompt": fields["prompt"]})
-        return await self._transport.call(
-            "POST", path, body, self._parse_id, _retry_video_create, self._deadline(timeout)
-        )
+        deadline = self._deadline(timeout)
+
+        def send(before_send: BeforeSend | None = None) -> Awaitable[str]:
+            return self._transport.call(
+                "POST", path, body, self._parse_id, _retry_video_create, deadline, before_send=before_send
+            )
+
+        if self._journal is None:
+            return await send()
+        return await journaled_create(self._journal, "openai", fields["prompt"], {"remix_of": source}, send)
 
     # --- files --------------------------------------------------------------
 
@@ -271,7 +283,9 @@ class Videos(TaskWaits):
                 api=self._access(),
             )
 
-        return await self._transfer(attempt, plan, deadline)
+        path = await self._transfer(attempt, plan, deadline)
+        await self._saved(plan.task_id, variant, path)
+        return path
 
     async def download_bytes(
         self,
@@ -330,7 +344,9 @@ class Videos(TaskWaits):
         return self._parse(response), response.retry_after
 
     def _parse(self, response: Response) -> Task:
-        return parse_video_response(response.status, response.headers, response.body, secret=self._api_key)
+        return self._seen(
+            parse_video_response(response.status, response.headers, response.body, secret=self._api_key)
+        )
 
     def _parse_id(self, response: Response) -> str:
         return self._parse(response).task_id
@@ -338,19 +354,27 @@ class Videos(TaskWaits):
     async def _create(
         self, fields: dict[str, str], reference: InputReference | None, *, deadline: float | None
     ) -> str:
+        options: dict[str, Any] = {key: value for key, value in fields.items() if key != "prompt"}
         if reference is None:
             body, content_type = _json_body(fields), "application/json"
         else:
-            body, content_type = await _multipart(fields, reference)
-        return await self._transport.call(
-            "POST",
-            VIDEOS_PATH,
-            body,
-            self._parse_id,
-            _retry_video_create,
-            deadline,
-            content_type=content_type,
-        )
+            body, content_type, options["input_reference"] = await _multipart(fields, reference)
+
+        def send(before_send: BeforeSend | None = None) -> Awaitable[str]:
+            return self._transport.call(
+                "POST",
+                VIDEOS_PATH,
+                body,
+                self._parse_id,
+                _retry_video_create,
+                deadline,
+                content_type=content_type,
+                before_send=before_send,
+            )
+
+        if self._journal is None:
+            return await send()
+        return await journaled_create(self._journal, "openai", fields["prompt"], options, send)
 
     async def _plan(
         self, task_or_id: Task | str, variant: ContentVariant, timeout: float | None
@@ -405,8 +429,11 @@ def _json_body(fields: Mapping[str, Any]) -> bytes:
     return msgspec.json.encode(dict(fields))
 
 
-async def _multipart(fields: Mapping[str, Any], reference: InputReference) -> tuple[bytes, str]:
-    """The multipart body (aiohttp's writer) and its content type, with the reference's bytes."""
+async def _multipart(
+    fields: Mapping[str, Any], reference: InputReference
+) -> tuple[bytes, str, dict[str, Any]]:
+    """The multipart body (aiohttp's writer), its content type, and the reference as the
+    journal describes it (file name, size in bytes, content type)."""
     data, name = await _read_reference(reference)
     content_type = _sniff(data, name)
     if not content_type.startswith(("image/", "video/")):
@@ -422,7 +449,8 @@ async def _multipart(fields: Mapping[str, Any], reference: InputReference) -> tu
     payload = form()
     sink = _Collect()
     await payload.write(sink)  # type: ignore[arg-type]
-    return bytes(sink.data), payload.content_type
+    described = {"name": name, "bytes": len(data), "content_type": content_type}
+    return bytes(sink.data), payload.content_type, described
 
 
 class _Collect:

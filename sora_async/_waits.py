@@ -10,14 +10,18 @@ serves both: PROTOCOL.md, Part 2).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+import pathlib
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
 from ._budget import Budget, check_count, check_positive
-from ._engine import Batch, collect_ids, follow, outcome_of
-from ._errors import ClientClosedError, SoraError
+from ._engine import Batch, PollOnce, collect_ids, follow, outcome_of
+from ._errors import ClientClosedError, JournalError, SoraError
 from ._gate import Gate
+from ._journal import Journal, saved_file
 from ._models import Task
 from ._outcomes import Outcome, WaitTimeoutError
 from ._policy import PollPolicy
@@ -32,6 +36,8 @@ __all__ = [
     "created_task_id",
     "name_created_task",
 ]
+
+logger = logging.getLogger("sora_async")
 
 DEFAULT_WAIT_TIMEOUT = 1800.0
 """Seconds `wait_until_done`, `watch` and `generate` wait by default (30 min)."""
@@ -51,6 +57,27 @@ class TaskWaits:
 
     _transport: Transport
     _poll: PollPolicy
+    _journal: Journal | None = None
+
+    async def _saved(self, task_id: str, variant: str, path: pathlib.Path) -> None:
+        """Record a file `download` saved in the journal, if there is one.
+
+        The file is saved whatever happens here: a journal that cannot record
+        it is logged (a later `download_pending` then finds the file in place).
+        """
+        if self._journal is None:
+            return
+        try:
+            where, size = await asyncio.to_thread(saved_file, path)
+            await self._journal.record_download(task_id, variant, where, size)
+        except (OSError, JournalError) as exc:
+            logger.warning("the journal could not record the download of %s to %s: %s", task_id, path, exc)
+
+    def _seen(self, task: Task) -> Task:
+        """Record a snapshot an answer carried in the journal, if there is one; return it."""
+        if self._journal is not None:
+            self._journal.record_snapshot(task)
+        return task
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: (the snapshot, the server's poll hint in seconds)."""
@@ -190,12 +217,34 @@ class TaskWaits:
         """
         check_timeout(timeout)
         check_count("concurrency", concurrency, minimum=1)  # named as the caller knows it
+        return self._batch(
+            task_ids,
+            self._poll_once,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+        )
+
+    def _batch(
+        self,
+        task_ids: Iterable[str],
+        poll_once: PollOnce,
+        *,
+        concurrency: int,
+        rate_limit: float | None,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        on_progress: ProgressCallback | None,
+    ) -> Batch:
+        """The engine's batch over `task_ids`, polled by `poll_once` (arguments checked)."""
         counts, rejected = collect_ids(task_ids, normalize_task_id)
         return Batch(
             counts,
             rejected,
             bind=self._transport.gate,
-            poll=self._poll_once,
+            poll=poll_once,
             retry=self._transport.retry,
             policy=poll if poll is not None else self._poll,
             budget=Budget(rate_limit, concurrency),

@@ -36,6 +36,7 @@ from sora_async import (
     DownloadTimeoutError,
     EventLoopMismatchError,
     InvalidTaskIdError,
+    JournalError,
     ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
@@ -81,6 +82,7 @@ ERRORS: list[SoraError] = [
     WaitTimeoutError("task_2", SNAPSHOT, 60.0, elapsed=59.5, polls=7),
     ClientClosedError("closed", task_id="task_3"),
     EventLoopMismatchError("other loop"),
+    JournalError("journal is locked", path="jobs.sqlite3"),
     DownloadError("disk full"),
     DestinationExistsError("videos/clip.mp4"),
     DownloadTimeoutError("stalled"),
@@ -96,7 +98,7 @@ def test_the_table_holds_every_public_error_class() -> None:
         if isinstance(value := getattr(sora_async, name), type) and issubclass(value, SoraError)
     }
     assert {type(error) for error in ERRORS} == public
-    assert len(public) == 22
+    assert len(public) == 23
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
@@ -407,6 +409,8 @@ TIMEOUT_CALLS: dict[str, dict[str, Any]] = {
     "stream_video": {"task_or_id": "task_1"},
     "as_completed": {"task_ids": ["task_1"]},
     "wait_many": {"task_ids": ["task_1"]},
+    "resume": {},
+    "download_pending": {"dest": "videos"},
 }
 
 
@@ -417,7 +421,7 @@ def test_the_table_holds_every_method_with_a_timeout() -> None:
         if not name.startswith("_") and "timeout" in inspect.signature(member).parameters
     }
     assert methods == set(TIMEOUT_CALLS)
-    assert len(methods) == 10
+    assert len(methods) == 12
 
 
 @pytest.mark.parametrize("method", sorted(TIMEOUT_CALLS))

@@ -6,8 +6,10 @@ import asyncio
 import os
 import pathlib
 import re
+import socket
 import sys
 
+from sora_async import CreateRecord, SoraClient
 from sora_async.testing import FakeSoraServer, sample_file
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
@@ -32,6 +34,7 @@ EXAMPLES = {
     "Testing your own code: `sora_async.testing`": 1,
     VIDEOS: 3,
     "First five minutes": 3,  # run by test_readme_first_minutes.py
+    "Crashes, restarts and Ctrl-C": 2,
 }
 """How many python blocks each section has; every one is run by a test."""
 
@@ -173,3 +176,40 @@ async def test_the_migration_example_runs_both_ways(tmp_path: pathlib.Path) -> N
         )
         assert (folder / "kite.mp4").read_bytes() == sample_file("mp4")
         assert server.requests["create"] == 1
+
+
+CRASHES = "Crashes, restarts and Ctrl-C"
+
+
+async def test_crash_examples_run_and_the_second_picks_up_what_the_first_left(tmp_path: pathlib.Path) -> None:
+    """The first example generates and saves; after a crash (tasks created and never waited
+    for, one create in doubt), the second reports the doubt, waits and saves the rest."""
+    first, second = python_blocks(CRASHES)
+    quick = [("IN_PROGRESS", "50%"), ("SUCCESS", "100%")]  # two polls per task
+    async with FakeSoraServer(api_key="readme-key", timeline=quick) as server:
+        env = {**os.environ, "COMETAPI_KEY": "readme-key", "COMETAPI_BASE_URL": server.url}
+        code, output = await run_python(first, env, "a red kite", "a blue kite", cwd=str(tmp_path))
+        assert code == 0, output
+        assert output.splitlines() == ["a red kite -> SUCCESS", "a blue kite -> SUCCESS", "2 files saved"]
+        # A crash: two creates answered, never waited for; one sent and never answered.
+        async with SoraClient(
+            "readme-key", base_url=server.url, journal=tmp_path / "jobs.sqlite3"
+        ) as crashed:
+            left = [await crashed.create_video(f"a kite {n}") for n in range(2)]
+            assert crashed.journal is not None
+            await crashed.journal.record_create(
+                CreateRecord(
+                    ref="f" * 32,
+                    format="reverse",
+                    prompt="a lost kite",
+                    sent_at=0.0,
+                    owner=f"{socket.gethostname()}:999999999:",
+                )
+            )
+        code, output = await run_python(second, env, cwd=str(tmp_path))
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].startswith("in doubt, look for it on the dashboard: a lost kite ")
+    assert lines[1] == "2 tasks to wait for"
+    assert sorted(lines[2:4]) == sorted(f"{task_id} done" for task_id in left)
+    assert sorted(lines[4:]) == sorted(f"{task_id} saved to videos/{task_id}_source.mp4" for task_id in left)

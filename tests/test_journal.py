@@ -1,0 +1,470 @@
+"""The task journal: what is recorded when, for every way a create can end, and picking up after.
+
+The crash test (kill -9 at random moments) is in test_journal_crash.py; two
+processes on one file in test_journal_processes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pathlib
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sora_async import (
+    APIConnectionError,
+    APITimeoutError,
+    BadRequestError,
+    CreateRecord,
+    JournalError,
+    PollPolicy,
+    RetryPolicy,
+    SoraClient,
+    SoraError,
+    SQLiteJournal,
+    Task,
+    TaskFailedError,
+    TaskStatus,
+    WaitTimeoutError,
+)
+from sora_async._journal_sqlite import MIGRATIONS, SCHEMA_VERSION, migrate
+from sora_async.testing import FakeSoraServer, Fault
+
+from .conftest import eventually
+
+KEY = "sk-journal-test-8c41"
+FAST_POLL = PollPolicy(initial_interval=0.01, max_interval=0.02, jitter=0.0)
+QUICK = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+SAMPLES = pathlib.Path(__file__).parent / "samples"
+DEAD = f"{socket.gethostname()}:999999999:"  # a pid no process has
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeSoraServer]:
+    async with FakeSoraServer(api_key=KEY) as fake:
+        yield fake
+
+
+def client_for(server: FakeSoraServer, journal: Any, **options: Any) -> SoraClient:
+    options.setdefault("poll", FAST_POLL)
+    options.setdefault("retry", QUICK)
+    return SoraClient(KEY, base_url=server.url, journal=journal, **options)
+
+
+def rows(path: pathlib.Path, sql: str) -> list[tuple[Any, ...]]:
+    """What another connection (another process) reads from the journal file now."""
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+# --- creates: the intent before, the answer after --------------------------------------
+
+
+async def test_the_intent_is_on_disk_before_the_create_reaches_the_server(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    seen_by_server: list[list[tuple[Any, ...]]] = []
+
+    def on_request(method: str, route: str, status: int, seconds: float) -> None:
+        # Called as the server answers, before the client has read the answer: another
+        # process reading the file now sees the intent, and no task id yet.
+        if method == "POST":
+            seen_by_server.append(rows(path, "SELECT prompt, state, task_id FROM creates"))
+
+    async with (
+        FakeSoraServer(api_key=KEY, on_request=on_request) as server,
+        client_for(server, path) as client,
+    ):
+        task_id = await client.create_video("a lighthouse in fog", timeout=10)
+    assert seen_by_server == [[("a lighthouse in fog", "sending", None)]]
+    assert rows(path, "SELECT prompt, state, task_id FROM creates") == [
+        ("a lighthouse in fog", "created", task_id)
+    ]
+
+
+# Every way a sent create can end, on both formats: (injected answer, the error raised, the
+# state recorded). "refused": the API answered with an error that creates nothing, or the
+# request provably never left; "in_doubt": it was sent and no usable answer came.
+ENDINGS = [
+    pytest.param(Fault(400, {"code": "invalid_request", "message": "bad size"}), BadRequestError,
+                 "refused", "refused", id="400"),
+    pytest.param(Fault(401, {"code": "invalid_key", "message": "no"}), SoraError,
+                 "refused", "refused", id="401"),
+    pytest.param(Fault(429, {"error": {"message": "slow down", "type": "rate_limit"}}), SoraError,
+                 "refused", "in_doubt", id="429"),
+    pytest.param(Fault(500, {"error": {"message": "upstream", "type": "server_error"}}), SoraError,
+                 "in_doubt", "in_doubt", id="500"),
+    pytest.param(Fault(502, "<html>bad gateway</html>", content_type="text/html"), SoraError,
+                 "in_doubt", "in_doubt", id="502-html"),
+    pytest.param(Fault(200, "{not json"), SoraError, "in_doubt", "in_doubt", id="malformed-200"),
+    pytest.param(Fault.reset(), APIConnectionError, "in_doubt", "in_doubt", id="reset"),
+    pytest.param(Fault(200, {}, delay=5.0), APITimeoutError, "in_doubt", "in_doubt", id="timeout"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("api", ["reverse", "openai"])
+@pytest.mark.parametrize(("fault", "error", "reverse_state", "openai_state"), ENDINGS)
+async def test_every_way_a_create_ends_is_recorded_and_nothing_is_resent(
+    server: FakeSoraServer,
+    tmp_path: pathlib.Path,
+    api: str,
+    fault: Fault,
+    error: type[BaseException],
+    reverse_state: str,
+    openai_state: str,
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    server.inject(fault, route="create", times=10)
+    async with client_for(server, path, timeout=0.5, max_retries=0) as client:
+        create_video = (
+            client.create_video("a kite over dunes")
+            if api == "reverse"
+            else client.videos.create("a kite over dunes", model="sora-2")
+        )
+        with pytest.raises(error) as raised:
+            await create_video
+        state = reverse_state if api == "reverse" else openai_state
+        [create] = await client.journal.creates()  # type: ignore[union-attr]
+        assert (create.prompt, create.state, create.task_id) == ("a kite over dunes", state, None)
+        assert create.error.startswith(type(raised.value).__name__)
+        in_doubt = await client.in_doubt()
+    assert [c.ref for c in in_doubt] == ([create.ref] if state == "in_doubt" else [])
+    assert server.requests["create"] == 1
+    notes = "\n".join(getattr(raised.value, "__notes__", []))
+    assert (f"create {create.ref} is recorded in the journal as in doubt" in notes) == (state == "in_doubt")
+
+
+async def test_a_create_refused_at_connect_is_recorded_as_refused(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "jobs.sqlite3"
+    async with SoraClient(
+        KEY, base_url=f"http://127.0.0.1:{port}", journal=path, max_retries=1, retry=QUICK
+    ) as client:
+        with pytest.raises(APIConnectionError) as raised:
+            await client.create_video("a kite")
+        assert raised.value.request_sent is False
+        [create] = await client.journal.creates()  # type: ignore[union-attr]
+        assert create.state == "refused"
+        assert await client.in_doubt() == []
+
+
+async def test_a_create_that_never_left_the_budget_leaves_no_record(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path, max_concurrency=1) as client:
+        server.inject(Fault(200, {}, delay=2.0), route="query")
+        slow = asyncio.ensure_future(client.get_task("task_holding_the_only_slot"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(APITimeoutError) as raised:
+            await client.create_video("a kite", timeout=0.3)
+        assert raised.value.request_sent is False
+        assert await client.journal.creates() == []  # type: ignore[union-attr]
+        slow.cancel()
+        with pytest.raises((asyncio.CancelledError, SoraError)):
+            await slow
+    assert server.requests["create"] == 0
+
+
+@pytest.mark.parametrize("how", ["cancel", "close"])
+async def test_a_create_cancelled_or_closed_in_flight_is_in_doubt_and_recorded_under_cancellation(
+    server: FakeSoraServer, tmp_path: pathlib.Path, how: str
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    server.inject(Fault(200, {}, delay=5.0), route="create")
+    client = client_for(server, path)
+    create = asyncio.ensure_future(client.generate("a kite at dusk"))
+    await eventually(lambda: server.requests["create"] == 1)
+    if how == "cancel":
+        create.cancel()
+    else:
+        await client.aclose()
+    with pytest.raises((asyncio.CancelledError, SoraError)):
+        await create
+    await client.aclose()
+    [record] = rows(path, "SELECT prompt, state FROM creates")
+    assert record == ("a kite at dusk", "in_doubt")
+
+
+async def test_a_journal_that_cannot_be_written_stops_the_create_before_it_is_sent(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    async with client_for(server, tmp_path / "no such folder" / "jobs.sqlite3") as client:
+        with pytest.raises(JournalError) as raised:
+            await client.generate("a kite")
+    assert "no such folder" in str(raised.value)
+    assert server.requests["create"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"this is not a database, it is a shopping list\n" * 100, "not a database"), (None, "newer")],
+)
+async def test_a_file_that_is_not_our_journal_is_refused_with_a_typed_error(
+    server: FakeSoraServer, tmp_path: pathlib.Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    if content is not None:
+        path.write_bytes(content)
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    async with client_for(server, path) as client:
+        with pytest.raises(JournalError, match=message):
+            await client.create_video("a kite")
+    assert server.requests["create"] == 0
+    if content is not None:
+        assert path.read_bytes() == content  # left as it was
+
+
+def test_a_folder_or_a_non_path_is_refused_at_construction(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="folder"):
+        SoraClient(KEY, journal=tmp_path)
+    with pytest.raises(TypeError, match="journal must be a path or a Journal"):
+        SoraClient(KEY, journal=42)  # type: ignore[arg-type]
+
+
+async def test_the_journal_never_holds_the_key(server: FakeSoraServer, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task = await client.generate("a kite", timeout=10)
+        await client.download(task, tmp_path)
+        await client.videos.generate("a kite", model="sora-2", timeout=10)
+    for file in tmp_path.glob("jobs.sqlite3*"):
+        assert KEY.encode() not in file.read_bytes()
+    assert KEY not in repr(SQLiteJournal(path))
+
+
+# --- what a wait records -------------------------------------------------------------
+
+
+async def test_every_change_a_wait_sees_is_recorded_once_with_its_time(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    seen: list[tuple[str, str]] = []
+    async with client_for(server, path) as client:
+        task = await client.generate(
+            "a kite", timeout=10, on_progress=lambda t: seen.append((t.status.value, t.progress))
+        )
+        assert task.status is TaskStatus.SUCCESS
+    changes = rows(path, "SELECT status, progress, at FROM changes ORDER BY at")
+    assert [(status, progress) for status, progress, _ in changes] == seen
+    assert all(a[2] <= b[2] for a, b in itertools.pairwise(changes))
+    assert server.polls(task.task_id) > len(seen) or len(seen) >= 2
+
+
+async def test_a_task_only_waited_on_is_recorded_too(server: FakeSoraServer, tmp_path: pathlib.Path) -> None:
+    [task_id] = server.add_tasks(1, failure_rate=1.0)
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        with pytest.raises(TaskFailedError):
+            await client.wait_until_done(task_id, timeout=10)
+        [record] = await client.journal.tasks()  # type: ignore[union-attr]
+    assert (record.task_id, record.status, record.prompt, record.ref) == (task_id, "FAILURE", "", None)
+    assert record.fail_reason
+
+
+async def test_snapshots_are_committed_together_not_one_commit_per_poll(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.2)
+    commits: list[int] = []
+    original = SQLiteJournal._commit_rows
+
+    def counting(self: SQLiteJournal, db: sqlite3.Connection, batch: list[Any]) -> None:
+        commits.append(len(batch))
+        original(self, db, batch)
+
+    monkeypatch.setattr(SQLiteJournal, "_commit_rows", counting)
+    for n in range(10_000):
+        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"))
+    assert commits == []  # nothing on the event loop's path
+    await asyncio.sleep(0.6)  # the flush interval passes: committed without anyone asking
+    assert commits == [10_000]
+    assert rows(journal.path, "SELECT count(*) FROM tasks") == [(10_000,)]
+    # unchanged snapshots are not written again
+    for n in range(10_000):
+        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"))
+    await journal.aclose()
+    assert commits == [10_000]
+    assert rows(journal.path, "SELECT count(*) FROM changes") == [(10_000,)]
+
+
+async def test_a_snapshot_reaches_the_disk_within_the_flush_interval_without_a_close(
+    tmp_path: pathlib.Path,
+) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.1)
+    await journal.flush()  # opened
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="40%"))
+    deadline = time.monotonic() + 5
+    while rows(journal.path, "SELECT status FROM tasks") != [("IN_PROGRESS",)]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await journal.aclose()
+
+
+async def test_a_final_status_is_never_overwritten_by_an_older_snapshot(tmp_path: pathlib.Path) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.SUCCESS, progress="100%"))
+    await journal.flush()
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="90%"))
+    await journal.aclose()
+    assert rows(journal.path, "SELECT status, progress FROM tasks") == [("SUCCESS", "100%")]
+
+
+async def test_a_closed_journal_refuses_writes_with_a_typed_error(tmp_path: pathlib.Path) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
+    await journal.aclose()
+    await journal.aclose()  # safe to repeat
+    with pytest.raises(JournalError, match="closed"):
+        await journal.record_answer("ref", "created", task_id="task_1")
+
+
+# --- picking up after ----------------------------------------------------------------
+
+
+async def test_pending_resume_and_download_pending_pick_up_both_formats(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as first:  # created, never waited for: a crash
+        reverse = [await first.create_video(f"a kite {n}") for n in range(3)]
+        openai = await first.videos.create("a kite 3", model="sora-2")
+    async with client_for(server, path) as second:
+        pending = await second.pending()
+        assert [(p.task_id, p.prompt) for p in pending] == [
+            *((task_id, f"a kite {n}") for n, task_id in enumerate(reverse)),
+            (openai, "a kite 3"),
+        ]
+        async with second.resume(timeout=20) as outcomes:
+            done = {task_id: outcome async for task_id, outcome in outcomes}
+        assert set(done) == {*reverse, openai}
+        assert all(isinstance(outcome, Task) for outcome in done.values())
+        assert done[openai].format == "openai"  # type: ignore[union-attr]
+        assert await second.pending() == []
+        saved = await second.download_pending(tmp_path / "videos")
+        assert sorted(p.name for p in saved.values()) == sorted(  # type: ignore[union-attr]
+            [*(f"{t}_source.mp4" for t in reverse), f"{openai}_video.mp4"]
+        )
+        assert await second.download_pending(tmp_path / "videos") == {}  # nothing twice
+        records = {r.task_id: r for r in await second.journal.tasks()}  # type: ignore[union-attr]
+    assert all(len(r.downloads) == 1 and r.downloads[0].size for r in records.values())
+
+
+async def test_resume_under_a_deadline_leaves_the_unfinished_pending(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with FakeSoraServer(api_key=KEY, advance="clock", step_seconds=3600) as server:
+        path = tmp_path / "jobs.sqlite3"
+        async with client_for(server, path) as first:
+            task_id = await first.create_video("a slow kite")
+        async with client_for(server, path) as second:
+            started = time.monotonic()
+            async with second.resume(timeout=0.5) as outcomes:
+                [(got, outcome)] = [item async for item in outcomes]
+            assert time.monotonic() - started < 5
+            assert (got, type(outcome)) == (task_id, WaitTimeoutError)
+            assert [p.task_id for p in await second.pending()] == [task_id]
+
+
+async def test_a_failed_download_gives_its_claim_back(server: FakeSoraServer, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task = await client.generate("a kite", timeout=10)
+        server.inject(Fault(500, "no"), route="cdn")
+        failed = await client.download_pending(tmp_path / "videos")
+        assert isinstance(failed[task.task_id], SoraError)
+        saved = await client.download_pending(tmp_path / "videos")
+    assert saved[task.task_id] == tmp_path / "videos" / f"{task.task_id}_source.mp4"
+
+
+async def test_a_file_saved_by_a_run_that_died_before_recording_it_is_taken_as_saved(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task = await client.generate("a kite", timeout=10)
+        bytes_before = await client.download_bytes(task)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / f"{task.task_id}_source.mp4").write_bytes(bytes_before)
+    async with client_for(server, path) as client:
+        saved = await client.download_pending(folder)
+        [record] = await client.journal.tasks()  # type: ignore[union-attr]
+    assert saved == {task.task_id: folder / f"{task.task_id}_source.mp4"}
+    assert record.downloads[0].size == len(bytes_before)
+
+
+async def test_creates_of_a_process_that_died_are_in_doubt_and_can_be_forgotten(
+    tmp_path: pathlib.Path,
+) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
+    sent = CreateRecord(ref="a" * 32, format="reverse", prompt="a kite", sent_at=time.time(), owner=DEAD)
+    alive = CreateRecord(ref="b" * 32, format="reverse", prompt="a kite", sent_at=time.time(), owner="")
+    await journal.record_create(sent)
+    from sora_async._journal import this_process
+
+    await journal.record_create(CreateRecord(**{**msgspec_fields(alive), "owner": this_process()}))
+    [doubt] = await journal.creates(in_doubt=True)
+    assert (doubt.ref, doubt.state) == (sent.ref, "in_doubt")
+    assert "ended before the answer was recorded" in doubt.error
+    assert await journal.forget([sent.ref, "task_nobody"]) == [sent.ref]
+    assert await journal.creates(in_doubt=True) == []
+    await journal.aclose()
+
+
+def msgspec_fields(record: CreateRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__struct_fields__}
+
+
+async def test_without_a_journal_the_journal_methods_say_how_to_get_one() -> None:
+    async with SoraClient(KEY) as client:
+        for call in (client.pending, client.in_doubt):
+            with pytest.raises(ValueError, match="journal=PATH"):
+                await call()
+        with pytest.raises(ValueError, match="journal=PATH"):
+            client.resume()
+
+
+# --- the schema ----------------------------------------------------------------------
+
+
+def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_path: pathlib.Path) -> None:
+    """tests/samples/journal_v1.sql was written by the first version; every later migration
+    must open it and keep what it holds."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript((SAMPLES / "journal_v1.sql").read_text())
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+    async def read() -> None:
+        journal = SQLiteJournal(path)
+        [task] = await journal.tasks()
+        assert (task.task_id, task.status, task.prompt) == ("task_01v1", "SUCCESS", "a kite from v1")
+        assert task.downloads[0].path == "/videos/task_01v1_source.mp4"
+        [create] = await journal.creates()
+        assert create.options == {"model": "sora-2", "seconds": "4"}
+        await journal.aclose()
+
+    asyncio.run(read())
+
+
+def test_migrations_run_in_order_once_each() -> None:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(db)
+    migrate(db)  # a second open changes nothing
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (len(MIGRATIONS),)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"creates", "tasks", "changes", "downloads"}
