@@ -153,6 +153,7 @@ class SQLiteJournal(Journal):
         self._failed: list[_Row] = []  # snapshots whose commit failed (journal thread side)
         self._seen: dict[str, tuple[str, str]] = {}  # unfinished task -> last (status, progress)
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -180,9 +181,12 @@ class SQLiteJournal(Journal):
         self._rows.append(
             (task.task_id, task.format, seen[0], seen[1], task.percent, task.fail_reason, final, time.time())
         )
-        if self._timer is None and not self._closed:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if (self._timer is None or self._timer_loop is not loop) and not self._closed:
+            # (A timer of a loop that has ended never fires: the client may be used again
+            # under a second asyncio.run.)
             self._timer = loop.call_later(self.flush_interval, self._flush_later)
+            self._timer_loop = loop
 
     async def claim_download(self, task_id: str, variant: str, path: str) -> ClaimResult:
         return await self._run(self._claim, task_id, variant, path)

@@ -67,6 +67,13 @@ class Resume:
     async def _open(self) -> Batch:
         if self._batch is None:
             self.tasks = await self._journal.tasks(pending=True)
+            doubts = await self._journal.creates(in_doubt=True)
+            if doubts:
+                logger.warning(
+                    "%d create(s) in the journal are in doubt: sent, never answered, possibly billed; "
+                    "see SoraClient.in_doubt()",
+                    len(doubts),
+                )
             self._batch = self._start(self.tasks)
         return self._batch
 

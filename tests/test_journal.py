@@ -468,3 +468,54 @@ def test_migrations_run_in_order_once_each() -> None:
     assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (len(MIGRATIONS),)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"creates", "tasks", "changes", "downloads"}
+
+
+def test_a_journal_used_under_a_second_event_loop_still_commits_on_its_own(tmp_path: pathlib.Path) -> None:
+    """A client may be used again under a second asyncio.run; the first loop's timer never fires."""
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.05)
+
+    async def snapshot(status: TaskStatus, wait: float) -> None:
+        journal.record_snapshot(Task(task_id="task_1", status=status, progress=""))
+        await asyncio.sleep(wait)
+
+    asyncio.run(snapshot(TaskStatus.QUEUED, 0))  # the loop ends before the timer fires
+    asyncio.run(snapshot(TaskStatus.IN_PROGRESS, 0.5))
+    assert rows(journal.path, "SELECT status FROM changes") == [("QUEUED",), ("IN_PROGRESS",)]
+    asyncio.run(journal.aclose())
+
+
+async def test_download_pending_ends_each_download_by_its_timeout(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task = await client.generate("a kite", timeout=10)
+        server.inject(Fault(200, b"x", content_type="video/mp4", delay=5.0), route="cdn")
+        started = time.monotonic()
+        result = await client.download_pending(tmp_path / "videos", timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert isinstance(result[task.task_id], TimeoutError)
+        assert list((tmp_path / "videos").iterdir()) == []  # nothing under a final name
+        again = await client.download_pending(tmp_path / "videos", timeout=10)  # the claim was given back
+    assert again == {task.task_id: tmp_path / "videos" / f"{task.task_id}_source.mp4"}
+
+
+async def test_a_journal_locked_by_another_process_past_busy_timeout_stops_the_create(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    journal = SQLiteJournal(path, busy_timeout=0.2)
+    await journal.flush()  # created
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        async with client_for(server, journal) as client:
+            started = time.monotonic()
+            with pytest.raises(JournalError, match="locked"):
+                await client.create_video("a kite")
+            assert time.monotonic() - started < 5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await journal.aclose()
+    assert server.requests["create"] == 0
