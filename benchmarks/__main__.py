@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 
-from . import batch, decode, poll_cpu, polling_sim, waiters, whole_loop
+from . import batch, decode, journal, poll_cpu, polling_sim, waiters, whole_loop
 
 RESULTS = pathlib.Path(__file__).parent / "RESULTS.md"
 
@@ -41,6 +41,7 @@ def main() -> None:
         ("Whole-loop overhead", whole_loop.main),
         ("Batch waiting", batch.main),
         ("Polling policies in simulation", polling_sim.main),
+        ("Task journal", journal.main),
     ]
     body: list[str] = []
     for title, run in sections:

@@ -25,7 +25,7 @@ from ._download import (
 )
 from ._download_plan import DownloadPlan, Variant, check_download_choice, plan_download
 from ._engine import Batch
-from ._errors import SoraError
+from ._errors import JournalError, SoraError
 from ._gate import Gate
 from ._journal import BeforeSend, CreateRecord, Journal, TaskRecord, journaled_create
 from ._journal_sqlite import SQLiteJournal
@@ -212,7 +212,10 @@ class SoraClient(TaskWaits):
         finally:
             journal = self._journal
             if journal is not None:
-                await (journal.aclose() if self._owns_journal else journal.flush())
+                try:
+                    await (journal.aclose() if self._owns_journal else journal.flush())
+                except JournalError as exc:  # only snapshots were waiting; the next poll sees them again
+                    logger.error("the journal could not be flushed on close: %s", exc)
 
     # --- tasks -------------------------------------------------------------
 
@@ -527,7 +530,7 @@ class SoraClient(TaskWaits):
             ValueError: The client has no journal.
             JournalError: The journal cannot be read.
         """
-        return await self._needs_journal("pending").tasks(pending=True)
+        return await self._needs_journal("pending").tasks(pending=True, base_url=self.base_url)
 
     async def in_doubt(self) -> list[CreateRecord]:
         """Creates that were sent and never answered: the task may exist and be billed.
@@ -541,7 +544,7 @@ class SoraClient(TaskWaits):
             ValueError: The client has no journal.
             JournalError: The journal cannot be read.
         """
-        return await self._needs_journal("in_doubt").creates(in_doubt=True)
+        return await self._needs_journal("in_doubt").creates(in_doubt=True, base_url=self.base_url)
 
     def resume(
         self,
@@ -592,7 +595,7 @@ class SoraClient(TaskWaits):
                 on_progress=on_progress,
             )
 
-        return Resume(journal, start)
+        return Resume(journal, start, self.base_url)
 
     async def download_pending(
         self,
@@ -601,6 +604,7 @@ class SoraClient(TaskWaits):
         concurrency: int = 4,
         timeout: float | None = None,
         on_saved: Callable[[str, pathlib.Path | SoraError], object] | None = None,
+        only_created: bool = True,
     ) -> dict[str, pathlib.Path | SoraError]:
         """Save every finished task of the journal that has no saved file yet into the folder `dest`.
 
@@ -617,6 +621,9 @@ class SoraClient(TaskWaits):
             concurrency: The most downloads at once.
             timeout: Seconds for each download, or None.
             on_saved: Called with (task id, path or error) as each ends.
+            only_created: Only tasks whose create the journal recorded (the
+                default); False: every finished task it knows, those only
+                waited on or looked at by id included.
 
         Returns:
             {task id: the path saved, or the `SoraError` that stopped it},
@@ -635,6 +642,8 @@ class SoraClient(TaskWaits):
             lambda task, folder: self._download_record(task, folder, timeout),
             concurrency=concurrency,
             on_saved=on_saved,
+            base_url=self.base_url,
+            only_created=only_created,
         )
 
     async def _download_record(
@@ -676,7 +685,9 @@ class SoraClient(TaskWaits):
             return await send()
         fields = msgspec.json.decode(body)
         prompt = fields.pop("prompt", "")
-        return await journaled_create(self._journal, "reverse", prompt, fields, send)
+        return await journaled_create(
+            self._journal, "reverse", prompt, fields, send, base_url=self._transport.base_url
+        )
 
 
 def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> tuple[Journal | None, bool]:

@@ -78,6 +78,7 @@ class CreateRecord(msgspec.Struct, frozen=True, kw_only=True):
         error: Why it was refused or is in doubt.
         answered_at: Unix time of the answer, or None.
         owner: The process that sent it (host:pid:start).
+        base_url: The API root it was sent to ("" in journals older than the field).
     """
 
     ref: str
@@ -90,6 +91,7 @@ class CreateRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     answered_at: float | None = None
     owner: str = ""
+    base_url: str = ""
 
 
 class DownloadRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,7 +111,8 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         task_id: The gateway's id.
         format: "reverse" or "openai": which API polls it.
-        status: The last `TaskStatus` value seen ("QUEUED", "SUCCESS", ...).
+        status: The last `TaskStatus` value seen ("QUEUED", "SUCCESS", ...), or
+            "NOT_FOUND" once a `resume` was told the gateway knows no such task.
         progress: The last progress string seen ("30%").
         percent: `progress` as a number from 0 to 100, or None.
         fail_reason: Why it failed, for FAILURE.
@@ -117,6 +120,7 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
         updated_at: Unix time of the last change recorded.
         prompt: The prompt of the create that made it; "" for a task only waited on.
         ref: That create's reference, or None.
+        base_url: The API root it lives on ("" in journals older than the field).
         downloads: The files saved from it, oldest first.
     """
 
@@ -130,12 +134,13 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: float
     prompt: str = ""
     ref: str | None = None
+    base_url: str = ""
     downloads: tuple[DownloadRecord, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the task ended (SUCCESS or FAILURE)."""
-        return self.status in ("SUCCESS", "FAILURE")
+        """Whether the task ended (SUCCESS or FAILURE), or the gateway no longer knows it."""
+        return self.status in ("SUCCESS", "FAILURE", "NOT_FOUND")
 
 
 ClaimResult = Literal["claimed", "done", "busy"]
@@ -170,8 +175,13 @@ class Journal(abc.ABC):
         """Durably record a create's answer: "created" with `task_id`, "refused" or "in_doubt"."""
 
     @abc.abstractmethod
-    def record_snapshot(self, task: Task) -> None:
-        """Record a snapshot a poll saw, if its status or progress changed (buffered)."""
+    def record_snapshot(self, task: Task, base_url: str) -> None:
+        """Record a snapshot an answer from the API at `base_url` carried, if its status or
+        progress changed (buffered)."""
+
+    @abc.abstractmethod
+    async def record_not_found(self, task_id: str, reason: str) -> None:
+        """Durably mark an unfinished task the gateway no longer knows as ended ("NOT_FOUND")."""
 
     @abc.abstractmethod
     async def claim_download(self, task_id: str, variant: str, path: str) -> ClaimResult:
@@ -190,15 +200,21 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     async def tasks(
-        self, *, pending: bool = False, failed: bool = False, since: float | None = None
+        self,
+        *,
+        pending: bool = False,
+        failed: bool = False,
+        since: float | None = None,
+        base_url: str | None = None,
     ) -> list[TaskRecord]:
         """The tasks known, oldest first: all, or only unfinished (`pending`) or
-        FAILURE (`failed`) ones (both: either), first seen at or after Unix time `since`."""
+        FAILURE (`failed`) ones (both: either), first seen at or after Unix time `since`,
+        of the API at `base_url` (records that name none included)."""
 
     @abc.abstractmethod
-    async def creates(self, *, in_doubt: bool = False) -> list[CreateRecord]:
+    async def creates(self, *, in_doubt: bool = False, base_url: str | None = None) -> list[CreateRecord]:
         """Every create recorded, oldest first; or only those in doubt (a "sending" record
-        of a process that is gone counts, with the state "in_doubt")."""
+        of a process that is gone counts, with the state "in_doubt"); `base_url` as for `tasks`."""
 
     @abc.abstractmethod
     async def forget(self, ids: Iterable[str]) -> list[str]:
@@ -224,6 +240,8 @@ async def journaled_create(
     prompt: str,
     options: Mapping[str, Any],
     send: Callable[[BeforeSend], Awaitable[str]],
+    *,
+    base_url: str,
 ) -> str:
     """Run a create through `send`, recording its intent just before it leaves and its answer after.
 
@@ -245,14 +263,22 @@ async def journaled_create(
         options=dict(options),
         sent_at=time.time(),
         owner=this_process(),
+        base_url=base_url,
     )
     recorded = False
 
     async def before_send() -> None:
         nonlocal recorded
-        if not recorded:
+        if recorded:
+            return
+        try:
             await journal.record_create(record)
-            recorded = True
+        except BaseException as exc:
+            # Not sent. A cancellation may have come after the write began: mark it so.
+            if not isinstance(exc, JournalError):
+                await _answer(journal, record.ref, "refused", error="cancelled before it was sent")
+            raise
+        recorded = True
 
     try:
         task_id = await send(before_send)
@@ -340,6 +366,8 @@ def process_alive(owner: str) -> bool:
     On Linux the start time in `/proc` tells a reused pid from the original,
     and a killed process not yet reaped (a zombie) counts as gone.
     """
+    if not owner:
+        return False  # a record that names no process has none to wait for
     host, _, rest = owner.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,9 @@ import pathlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import msgspec
 
 from ._errors import JournalError
 from ._journal import (
@@ -106,14 +109,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (task_id, variant)
         )""",
     ),
+    # 1 -> 2: which API each create and task belongs to, so that a client resumes only its own
+    # (a journal may hold tasks of a test server beside the real API's). "" for older records:
+    # unknown, taken as any client's.
+    (
+        "ALTER TABLE creates ADD COLUMN base_url TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN base_url TEXT NOT NULL DEFAULT ''",
+    ),
 )
 """`MIGRATIONS[n]`: the statements that bring a journal from schema version n to n + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this sora_async writes."""
 
-_Row = tuple[str, str, str, str, "float | None", str, int, float]
-"""A buffered snapshot: task id, format, status, progress, percent, fail reason, final, time."""
+_Row = tuple[str, str, str, str, "float | None", str, int, float, str]
+"""A buffered snapshot: task id, format, status, progress, percent, fail reason, final, time, base URL."""
 
 
 class SQLiteJournal(Journal):
@@ -149,8 +159,11 @@ class SQLiteJournal(Journal):
         self.busy_timeout = float(busy_timeout)
         self._db: sqlite3.Connection | None = None  # used only on the journal's thread
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._rows: list[_Row] = []  # snapshots waiting for a commit (event loop side)
-        self._failed: list[_Row] = []  # snapshots whose commit failed (journal thread side)
+        # Event loop side: what waits for the next batch, and whether one is on the thread.
+        self._rows: list[_Row] = []  # snapshots
+        self._ops: list[_Op] = []  # awaited work: durable writes and reads
+        self._busy = False
+        self._failed: list[_Row] = []  # journal thread side: snapshots whose commit failed
         self._seen: dict[str, tuple[str, str]] = {}  # unfinished task -> last (status, progress)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -162,14 +175,14 @@ class SQLiteJournal(Journal):
     # --- writing ------------------------------------------------------------
 
     async def record_create(self, create: CreateRecord) -> None:
-        await self._run(self._insert_create, create)
+        await self._run(_insert_create, create)
 
     async def record_answer(
         self, ref: str, state: CreateState, *, task_id: str | None = None, error: str = ""
     ) -> None:
-        await self._run(self._update_create, ref, state, task_id, error)
+        await self._run(_update_create, ref, state, task_id, error)
 
-    def record_snapshot(self, task: Task) -> None:
+    def record_snapshot(self, task: Task, base_url: str) -> None:
         seen = (task.status.value, task.progress)
         if self._seen.get(task.task_id) == seen:
             return
@@ -179,25 +192,40 @@ class SQLiteJournal(Journal):
         else:
             self._seen[task.task_id] = seen
         self._rows.append(
-            (task.task_id, task.format, seen[0], seen[1], task.percent, task.fail_reason, final, time.time())
+            (
+                task.task_id,
+                task.format,
+                seen[0],
+                seen[1],
+                task.percent,
+                task.fail_reason,
+                final,
+                time.time(),
+                base_url,
+            )
         )
         loop = asyncio.get_running_loop()
         if (self._timer is None or self._timer_loop is not loop) and not self._closed:
             # (A timer of a loop that has ended never fires: the client may be used again
             # under a second asyncio.run.)
-            self._timer = loop.call_later(self.flush_interval, self._flush_later)
+            self._timer = loop.call_later(self.flush_interval, self._flush_later, loop)
             self._timer_loop = loop
 
+    async def record_not_found(self, task_id: str, reason: str) -> None:
+        await self._run(_not_found, task_id, reason)
+
     async def claim_download(self, task_id: str, variant: str, path: str) -> ClaimResult:
-        return await self._run(self._claim, task_id, variant, path)
+        return await self._run(_claim, task_id, variant, path)
 
     async def release_download(self, task_id: str, variant: str) -> None:
-        await self._run(self._release, task_id, variant)
+        await self._run(_release, task_id, variant)
 
     async def record_download(self, task_id: str, variant: str, path: str, size: int | None) -> None:
-        await self._run(self._insert_download, task_id, variant, path, size)
+        await self._run(_insert_download, task_id, variant, path, size)
 
     async def flush(self) -> None:
+        if self._closed and not self._rows:
+            return  # closing flushed everything
         await self._run(_nothing)
 
     async def aclose(self) -> None:
@@ -220,12 +248,17 @@ class SQLiteJournal(Journal):
     # --- reading ------------------------------------------------------------
 
     async def tasks(
-        self, *, pending: bool = False, failed: bool = False, since: float | None = None
+        self,
+        *,
+        pending: bool = False,
+        failed: bool = False,
+        since: float | None = None,
+        base_url: str | None = None,
     ) -> list[TaskRecord]:
-        return await self._run(self._select_tasks, pending, failed, since)
+        return await self._run(_select_tasks, pending, failed, since, base_url)
 
-    async def creates(self, *, in_doubt: bool = False) -> list[CreateRecord]:
-        return await self._run(self._select_creates, in_doubt)
+    async def creates(self, *, in_doubt: bool = False, base_url: str | None = None) -> list[CreateRecord]:
+        return await self._run(_select_creates, in_doubt, base_url)
 
     async def forget(self, ids: Iterable[str]) -> list[str]:
         found = await self._run(_delete, list(ids))
@@ -233,59 +266,90 @@ class SQLiteJournal(Journal):
             self._seen.pop(task_id, None)
         return found
 
-    # --- the journal's thread -------------------------------------------------
+    # --- batches: the event loop's side -------------------------------------------
 
     async def _run(self, work: Callable[..., _T], *args: Any) -> _T:
-        """Commit the buffered snapshots, then do `work`, on the journal's thread."""
+        """Do `work(db, *args)` on the journal's thread in the next batch, and return its result.
+
+        A batch is one transaction (one commit, one fsync) holding the
+        buffered snapshots and every piece of work that arrived while the
+        one before was on the thread: concurrent creates share commits.
+        Work whose caller was cancelled before its batch started is skipped.
+        """
         if self._closed:
             raise JournalError(f"journal {str(self.path)!r} is closed", path=str(self.path))
-        rows, self._rows = self._rows, []
-        if self._thread is None:
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sora-journal")
-        future = self._thread.submit(self._then, rows, work, args)
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ops.append(_Op(work, args, future))
+        if not self._busy:
+            self._submit(loop)
+        return cast(_T, await future)
 
-    def _flush_later(self) -> None:
-        """The timer's commit of buffered snapshots; it runs without anyone awaiting it."""
+    def _flush_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer: commit the buffered snapshots; nobody awaits it."""
         self._timer = None
-        if self._closed or not self._rows:
-            return
+        if not self._closed and self._rows and not self._busy:
+            self._submit(loop)
+
+    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand everything waiting to the journal's thread as one batch."""
         rows, self._rows = self._rows, []
+        ops, self._ops = self._ops, []
         if self._thread is None:
             self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sora-journal")
-        self._thread.submit(self._then, rows, None, ())
+        self._busy = True
+        live = [op for op in ops if not op.future.done()]  # a cancelled caller's work is skipped
+        done = self._thread.submit(self._batch, rows, [(op.work, op.args) for op in live])
 
-    def _then(self, rows: list[_Row], work: Callable[..., _T] | None, args: tuple[Any, ...]) -> _T:
-        """Commit `rows` (and any that failed before), then run `work` (None: the timer's
-        flush, which nobody awaits, so its failures are logged and its rows kept)."""
-        try:
-            db = self._connect()
-        except JournalError as exc:
-            self._failed.extend(rows)
-            if work is None:
-                logger.warning("snapshots kept in memory: %s", exc)
-            raise
-        if rows or self._failed:
-            self._commit_rows(db, rows)
-        if work is None:
-            return None  # type: ignore[return-value]  # nobody reads the timer's result
-        try:
-            return work(db, *args)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {str(self.path)!r}: {exc}", path=str(self.path)) from exc
+        def report(_: concurrent.futures.Future[list[_Outcome]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended: nobody is waiting
+                loop.call_soon_threadsafe(self._finished, loop, done, live)
 
-    def _commit_rows(self, db: sqlite3.Connection, rows: list[_Row]) -> None:
+        done.add_done_callback(report)
+
+    def _finished(
+        self, loop: asyncio.AbstractEventLoop, done: concurrent.futures.Future[list[_Outcome]], ops: list[_Op]
+    ) -> None:
+        try:
+            outcomes: list[_Outcome] = done.result()
+        except BaseException as exc:  # the whole batch failed: it could not open, lock or commit
+            outcomes = [(False, exc)] * len(ops)
+        for op, (ok, value) in zip(ops, outcomes, strict=True):
+            if op.future.done():
+                continue  # its caller was cancelled meanwhile
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(cast(BaseException, value))
+        self._busy = False
+        if self._ops or (self._rows and self._timer is None):
+            self._submit(loop)
+
+    # --- batches: the journal's thread --------------------------------------------
+
+    def _batch(
+        self, rows: list[_Row], ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+    ) -> list[_Outcome]:
+        """One transaction: the snapshots (with any that failed before), then each piece of
+        work in its own savepoint, so that one that fails does not undo the others."""
         rows = self._failed + rows
         self._failed = []
         try:
+            db = self._connect()
+            writes = bool(rows) or any(work not in _READS for work, _ in ops)
+            if not writes:
+                return [_do(db, work, args, self.path) for work, args in ops]
             with _transaction(db):
-                db.executemany(_INSERT_CHANGE, [(r[0], r[7], r[2], r[3], r[4], r[0]) for r in rows])
-                db.executemany(_UPSERT_TASK, [(*r[:7], r[7], r[7]) for r in rows])
-        except sqlite3.Error as exc:
+                if rows:
+                    _write_rows(db, rows)
+                return [_do(db, work, args, self.path) for work, args in ops]
+        except (sqlite3.Error, JournalError) as exc:
             self._failed = rows
-            logger.warning(
-                "the journal %s could not record %d snapshots (%s); kept", self.path, len(rows), exc
-            )
+            if rows:
+                logger.warning("journal %s: %d snapshots not recorded yet (%s)", self.path, len(rows), exc)
+            if isinstance(exc, JournalError):
+                raise
+            raise JournalError(f"journal {str(self.path)!r}: {exc}", path=str(self.path)) from exc
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
@@ -313,181 +377,259 @@ class SQLiteJournal(Journal):
             self._db.close()
             self._db = None
 
-    def _insert_create(self, db: sqlite3.Connection, create: CreateRecord) -> None:
-        with _transaction(db):
-            db.execute(
-                "INSERT OR IGNORE INTO creates (ref, format, prompt, options, sent_at, owner, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'sending')",
-                (
-                    create.ref,
-                    create.format,
-                    create.prompt,
-                    json.dumps(create.options),
-                    create.sent_at,
-                    create.owner,
-                ),
-            )
 
-    def _update_create(
-        self, db: sqlite3.Connection, ref: str, state: CreateState, task_id: str | None, error: str
-    ) -> None:
-        now = time.time()
-        with _transaction(db):
-            db.execute(
-                "UPDATE creates SET state = ?, task_id = ?, error = ?, answered_at = ? WHERE ref = ?",
-                (state, task_id, error, now, ref),
-            )
-            if task_id is not None:
-                fmt = db.execute("SELECT format FROM creates WHERE ref = ?", (ref,)).fetchone()
-                db.execute(
-                    "INSERT INTO tasks (task_id, format, status, first_seen, updated_at) "
-                    "VALUES (?, ?, 'SUBMITTED', ?, ?) ON CONFLICT (task_id) DO NOTHING",
-                    (task_id, fmt[0] if fmt else "reverse", now, now),
-                )
+class _Op:
+    """Awaited work waiting for its batch."""
 
-    def _claim(self, db: sqlite3.Connection, task_id: str, variant: str, path: str) -> ClaimResult:
-        me = this_process()
-        with _transaction(db):
-            row = db.execute(
-                "SELECT state, owner FROM downloads WHERE task_id = ? AND variant = ?", (task_id, variant)
-            ).fetchone()
-            if row is not None:
-                state, owner = row
-                if state == "done":
-                    return "done"
-                if owner != me and process_alive(owner):
-                    return "busy"
-            db.execute(
-                "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
-                "VALUES (?, ?, ?, NULL, 'claimed', ?, ?)",
-                (task_id, variant, path, me, time.time()),
-            )
-        return "claimed"
+    __slots__ = ("args", "future", "work")
 
-    def _release(self, db: sqlite3.Connection, task_id: str, variant: str) -> None:
-        with _transaction(db):
-            db.execute(
-                "DELETE FROM downloads WHERE task_id = ? AND variant = ? AND state = 'claimed' AND owner = ?",
-                (task_id, variant, this_process()),
-            )
+    def __init__(self, work: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        self.work = work
+        self.args = args
+        self.future = future
 
-    def _insert_download(
-        self, db: sqlite3.Connection, task_id: str, variant: str, path: str, size: int | None
-    ) -> None:
-        with _transaction(db):
-            db.execute(
-                "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
-                "VALUES (?, ?, ?, ?, 'done', ?, ?)",
-                (task_id, variant, path, size, this_process(), time.time()),
-            )
 
-    def _select_tasks(
-        self, db: sqlite3.Connection, pending: bool, failed: bool, since: float | None
-    ) -> list[TaskRecord]:
-        where = []
-        if pending and failed:
-            where.append("(t.final = 0 OR t.status = 'FAILURE')")
-        elif pending:
-            where.append("t.final = 0")
-        elif failed:
-            where.append("t.status = 'FAILURE'")
-        params: list[object] = []
-        if since is not None:
-            where.append("t.first_seen >= ?")
-            params.append(since)
-        # The clauses are constants chosen above; values are bound parameters.
-        clause = " WHERE " + " AND ".join(where) if where else ""
-        sql = _SELECT_TASKS.format(where=clause)
-        downloads: dict[str, list[DownloadRecord]] = {}
-        for task_id, variant, path, size, at in db.execute(
-            "SELECT task_id, variant, path, size, at FROM downloads WHERE state = 'done' ORDER BY at"
-        ):
-            downloads.setdefault(task_id, []).append(
-                DownloadRecord(task_id=task_id, variant=variant, path=path, size=size, at=at)
-            )
-        return [
-            TaskRecord(
-                task_id=row[0],
-                format=row[1],
-                status=row[2],
-                progress=row[3],
-                percent=row[4],
-                fail_reason=row[5],
-                first_seen=row[6],
-                updated_at=row[7],
-                prompt=row[8] or "",
-                ref=row[9],
-                downloads=tuple(downloads.get(row[0], ())),
-            )
-            for row in db.execute(sql, params)
-        ]
+_Work = tuple[Callable[..., Any], tuple[Any, ...]]
+"""A function of the connection and its other arguments."""
 
-    def _select_creates(self, db: sqlite3.Connection, in_doubt: bool) -> list[CreateRecord]:
-        sql = (
-            "SELECT ref, format, prompt, options, sent_at, owner, state, task_id, error, answered_at "
-            "FROM creates"
+_Outcome = tuple[bool, Any]
+"""(True, the work's result) or (False, the JournalError it ended with)."""
+
+
+def _do(
+    db: sqlite3.Connection, work: Callable[..., Any], args: tuple[Any, ...], path: pathlib.Path
+) -> _Outcome:
+    db.execute("SAVEPOINT work")
+    try:
+        value = work(db, *args)
+    except sqlite3.Error as exc:
+        db.execute("ROLLBACK TO work")
+        db.execute("RELEASE work")
+        error = JournalError(f"journal {str(path)!r}: {exc}", path=str(path))
+        error.__cause__ = exc
+        return False, error
+    db.execute("RELEASE work")
+    return True, value
+
+
+def _write_rows(db: sqlite3.Connection, rows: list[_Row]) -> None:
+    """The snapshots, in two statements whatever their number (one JSON parameter each):
+    the thread hands the GIL back twice, not twice per row."""
+    data = msgspec.json.encode(rows)
+    db.execute(_INSERT_CHANGES, (data,))
+    db.execute(_UPSERT_TASKS, (data,))
+
+
+def _insert_create(db: sqlite3.Connection, create: CreateRecord) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO creates (ref, format, prompt, options, sent_at, owner, state, base_url) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
+        (
+            create.ref,
+            create.format,
+            create.prompt,
+            json.dumps(create.options),
+            create.sent_at,
+            create.owner,
+            create.base_url,
+        ),
+    )
+
+
+def _update_create(
+    db: sqlite3.Connection, ref: str, state: CreateState, task_id: str | None, error: str
+) -> None:
+    now = time.time()
+    db.execute(
+        "UPDATE creates SET state = ?, task_id = ?, error = ?, answered_at = ? WHERE ref = ?",
+        (state, task_id, error, now, ref),
+    )
+    if task_id is not None:
+        db.execute(
+            "INSERT INTO tasks (task_id, format, base_url, status, first_seen, updated_at) "
+            "SELECT ?, format, base_url, 'SUBMITTED', ?, ? FROM creates WHERE ref = ? "
+            "ON CONFLICT (task_id) DO NOTHING",
+            (task_id, now, now, ref),
         )
-        if in_doubt:
-            sql += " WHERE state IN ('sending', 'in_doubt')"
-        records = []
-        for ref, fmt, prompt, options, sent_at, owner, state, task_id, error, answered_at in db.execute(
-            sql + " ORDER BY sent_at, ref"
-        ):
-            if state == "sending" and not process_alive(owner):
-                state = "in_doubt"
-                error = error or "the process that sent it ended before the answer was recorded"
-            elif in_doubt and state == "sending":
-                continue  # still in flight in a live process
-            records.append(
-                CreateRecord(
-                    ref=ref,
-                    format=fmt,
-                    prompt=prompt,
-                    options=json.loads(options),
-                    sent_at=sent_at,
-                    state=state,
-                    task_id=task_id,
-                    error=error,
-                    answered_at=answered_at,
-                    owner=owner,
-                )
+
+
+def _not_found(db: sqlite3.Connection, task_id: str, reason: str) -> None:
+    now = time.time()
+    updated = db.execute(
+        "UPDATE tasks SET status = 'NOT_FOUND', final = 1, fail_reason = ?, updated_at = ? "
+        "WHERE task_id = ? AND final = 0",
+        (reason, now, task_id),
+    ).rowcount
+    if updated:
+        db.execute(
+            "INSERT INTO changes (task_id, at, status, progress, percent) "
+            "SELECT task_id, ?, 'NOT_FOUND', progress, percent FROM tasks WHERE task_id = ?",
+            (now, task_id),
+        )
+
+
+def _claim(db: sqlite3.Connection, task_id: str, variant: str, path: str) -> ClaimResult:
+    """Inside the batch's `BEGIN IMMEDIATE`: no other process writes between the read and the write."""
+    me = this_process()
+    row = db.execute(
+        "SELECT state, owner FROM downloads WHERE task_id = ? AND variant = ?", (task_id, variant)
+    ).fetchone()
+    if row is not None:
+        state, owner = row
+        if state == "done":
+            return "done"
+        if owner != me and process_alive(owner):
+            return "busy"
+    db.execute(
+        "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
+        "VALUES (?, ?, ?, NULL, 'claimed', ?, ?)",
+        (task_id, variant, path, me, time.time()),
+    )
+    return "claimed"
+
+
+def _release(db: sqlite3.Connection, task_id: str, variant: str) -> None:
+    db.execute(
+        "DELETE FROM downloads WHERE task_id = ? AND variant = ? AND state = 'claimed' AND owner = ?",
+        (task_id, variant, this_process()),
+    )
+
+
+def _insert_download(db: sqlite3.Connection, task_id: str, variant: str, path: str, size: int | None) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
+        "VALUES (?, ?, ?, ?, 'done', ?, ?)",
+        (task_id, variant, path, size, this_process(), time.time()),
+    )
+
+
+def _select_tasks(
+    db: sqlite3.Connection, pending: bool, failed: bool, since: float | None, base_url: str | None
+) -> list[TaskRecord]:
+    where = []
+    if pending and failed:
+        where.append("(t.final = 0 OR t.status = 'FAILURE')")
+    elif pending:
+        where.append("t.final = 0")
+    elif failed:
+        where.append("t.status = 'FAILURE'")
+    params: list[object] = []
+    if since is not None:
+        where.append("t.first_seen >= ?")
+        params.append(since)
+    if base_url is not None:
+        where.append("t.base_url IN (?, '')")
+        params.append(base_url)
+    # The clauses are constants chosen above; values are bound parameters.
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    sql = _SELECT_TASKS.format(where=clause)
+    downloads: dict[str, list[DownloadRecord]] = {}
+    for task_id, variant, path, size, at in db.execute(
+        "SELECT task_id, variant, path, size, at FROM downloads WHERE state = 'done' ORDER BY at"
+    ):
+        downloads.setdefault(task_id, []).append(
+            DownloadRecord(task_id=task_id, variant=variant, path=path, size=size, at=at)
+        )
+    return [
+        TaskRecord(
+            task_id=row[0],
+            format=row[1],
+            status=row[2],
+            progress=row[3],
+            percent=row[4],
+            fail_reason=row[5],
+            first_seen=row[6],
+            updated_at=row[7],
+            prompt=row[8] or "",
+            ref=row[9],
+            base_url=row[10],
+            downloads=tuple(downloads.get(row[0], ())),
+        )
+        for row in db.execute(sql, params)
+    ]
+
+
+def _select_creates(db: sqlite3.Connection, in_doubt: bool, base_url: str | None) -> list[CreateRecord]:
+    where = ["state IN ('sending', 'in_doubt')"] if in_doubt else []
+    params = []
+    if base_url is not None:
+        where.append("base_url IN (?, '')")
+        params.append(base_url)
+    # The clauses are constants chosen above; values are bound parameters.
+    sql = _SELECT_CREATES.format(where=" WHERE " + " AND ".join(where) if where else "")
+    records = []
+    for ref, fmt, prompt, options, sent_at, owner, state, task_id, error, answered_at, url in db.execute(
+        sql, params
+    ):
+        if state == "sending" and not process_alive(owner):
+            state = "in_doubt"
+            error = error or "the process that sent it ended before the answer was recorded"
+        elif in_doubt and state == "sending":
+            continue  # still in flight in a live process
+        records.append(
+            CreateRecord(
+                ref=ref,
+                format=fmt,
+                prompt=prompt,
+                options=json.loads(options),
+                sent_at=sent_at,
+                state=state,
+                task_id=task_id,
+                error=error,
+                answered_at=answered_at,
+                owner=owner,
+                base_url=url,
             )
-        return records
-
-
-def _nothing(db: sqlite3.Connection) -> None:
-    """The work of `flush`: none beyond the commit of buffered snapshots that precedes it."""
-
-
-_SELECT_TASKS = (
-    "SELECT t.task_id, t.format, t.status, t.progress, t.percent, t.fail_reason, t.first_seen, "
-    "t.updated_at, c.prompt, c.ref FROM tasks t LEFT JOIN creates c ON c.task_id = t.task_id"
-    "{where} ORDER BY t.first_seen, t.task_id"
-)
-_INSERT_CHANGE = (
-    "INSERT INTO changes (task_id, at, status, progress, percent) SELECT ?, ?, ?, ?, ? "
-    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE task_id = ? AND final = 1)"
-)
-_UPSERT_TASK = (
-    "INSERT INTO tasks (task_id, format, status, progress, percent, fail_reason, final, first_seen, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
-    "status = excluded.status, progress = excluded.progress, percent = excluded.percent, "
-    "fail_reason = excluded.fail_reason, final = excluded.final, updated_at = excluded.updated_at "
-    "WHERE tasks.final = 0"
-)
+        )
+    return records
 
 
 def _delete(db: sqlite3.Connection, ids: list[str]) -> list[str]:
     found = []
-    with _transaction(db):
-        for ident in ids:
-            hits = 0
-            for table in ("tasks", "changes", "downloads"):
-                hits += db.execute(f"DELETE FROM {table} WHERE task_id = ?", (ident,)).rowcount  # noqa: S608
-            hits += db.execute("DELETE FROM creates WHERE task_id = ? OR ref = ?", (ident, ident)).rowcount
-            if hits:
-                found.append(ident)
+    for ident in ids:
+        hits = 0
+        for table in ("tasks", "changes", "downloads"):
+            hits += db.execute(f"DELETE FROM {table} WHERE task_id = ?", (ident,)).rowcount  # noqa: S608
+        hits += db.execute("DELETE FROM creates WHERE task_id = ? OR ref = ?", (ident, ident)).rowcount
+        if hits:
+            found.append(ident)
     return found
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """The work of `flush`: none beyond committing the snapshots of its batch."""
+
+
+_READS: frozenset[Callable[..., Any]] = frozenset({_select_tasks, _select_creates, _nothing})
+"""Work that writes nothing: a batch of only these takes no write lock."""
+
+_SELECT_CREATES = (
+    "SELECT ref, format, prompt, options, sent_at, owner, state, task_id, error, answered_at, base_url "
+    "FROM creates{where} ORDER BY sent_at, ref"
+)
+_SELECT_TASKS = (
+    "SELECT t.task_id, t.format, t.status, t.progress, t.percent, t.fail_reason, t.first_seen, "
+    "t.updated_at, c.prompt, c.ref, t.base_url FROM tasks t LEFT JOIN creates c ON c.task_id = t.task_id"
+    "{where} ORDER BY t.first_seen, t.task_id"
+)
+# A snapshot row in JSON: [task id, format, status, progress, percent, fail reason, final, time,
+# base URL].
+_INSERT_CHANGES = (
+    "INSERT INTO changes (task_id, at, status, progress, percent) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[7]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(?) AS row "
+    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE task_id = json_extract(row.value, '$[0]') AND final = 1)"
+)
+_UPSERT_TASKS = (
+    "INSERT INTO tasks (task_id, format, status, progress, percent, fail_reason, final, first_seen, "
+    "updated_at, base_url) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
+    "json_extract(value, '$[7]'), json_extract(value, '$[8]') FROM json_each(?) WHERE true "
+    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, progress = excluded.progress, "
+    "percent = excluded.percent, fail_reason = excluded.fail_reason, final = excluded.final, "
+    "updated_at = excluded.updated_at WHERE tasks.final = 0"
+)
 
 
 class _transaction:

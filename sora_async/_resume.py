@@ -16,7 +16,7 @@ from types import TracebackType
 import anyio
 
 from ._engine import Batch
-from ._errors import DestinationExistsError, SoraError
+from ._errors import DestinationExistsError, SoraError, TaskNotFoundError
 from ._journal import Journal, TaskRecord, saved_file
 from ._outcomes import Outcome
 
@@ -33,9 +33,10 @@ class Resume:
     Otherwise it behaves as the `Batch` of `as_completed`.
     """
 
-    def __init__(self, journal: Journal, start: Callable[[list[TaskRecord]], Batch]) -> None:
+    def __init__(self, journal: Journal, start: Callable[[list[TaskRecord]], Batch], base_url: str) -> None:
         self._journal = journal
         self._start = start
+        self._base_url = base_url
         self._batch: Batch | None = None
         self.tasks: list[TaskRecord] = []
         """The unfinished tasks read from the journal (empty until the iteration starts)."""
@@ -45,7 +46,11 @@ class Resume:
 
     async def __anext__(self) -> tuple[str, Outcome]:
         batch = self._batch if self._batch is not None else await self._open()
-        return await batch.__anext__()
+        task_id, outcome = await batch.__anext__()
+        if isinstance(outcome, TaskNotFoundError):
+            # Gone from the gateway (expired, or of another deployment): never pending again.
+            await self._journal.record_not_found(task_id, str(outcome))
+        return task_id, outcome
 
     async def __aenter__(self) -> Resume:
         await self._open()
@@ -66,8 +71,8 @@ class Resume:
 
     async def _open(self) -> Batch:
         if self._batch is None:
-            self.tasks = await self._journal.tasks(pending=True)
-            doubts = await self._journal.creates(in_doubt=True)
+            self.tasks = await self._journal.tasks(pending=True, base_url=self._base_url)
+            doubts = await self._journal.creates(in_doubt=True, base_url=self._base_url)
             if doubts:
                 logger.warning(
                     "%d create(s) in the journal are in doubt: sent, never answered, possibly billed; "
@@ -88,14 +93,18 @@ async def download_pending(
     *,
     concurrency: int,
     on_saved: Callable[[str, pathlib.Path | SoraError], object] | None,
+    base_url: str,
+    only_created: bool,
 ) -> dict[str, pathlib.Path | SoraError]:
     """Save each SUCCESS task of `journal` without a saved file into `folder` through `save`,
     `concurrency` at a time, under a download claim; see `SoraClient.download_pending`."""
     await asyncio.to_thread(os.makedirs, folder, exist_ok=True)
     todo = [
         task
-        for task in await journal.tasks()
-        if task.status == "SUCCESS" and not any(d.variant == _variant(task) for d in task.downloads)
+        for task in await journal.tasks(base_url=base_url)
+        if task.status == "SUCCESS"
+        and not any(d.variant == _variant(task) for d in task.downloads)
+        and (task.ref is not None or not only_created)
     ]
     results: dict[str, pathlib.Path | SoraError] = {}
     slots = anyio.Semaphore(concurrency)

@@ -230,7 +230,14 @@ class Videos(TaskWaits):
 
         if self._journal is None:
             return await send()
-        return await journaled_create(self._journal, "openai", fields["prompt"], {"remix_of": source}, send)
+        return await journaled_create(
+            self._journal,
+            "openai",
+            fields["prompt"],
+            {"remix_of": source},
+            send,
+            base_url=self._transport.base_url,
+        )
 
     # --- files --------------------------------------------------------------
 
@@ -374,7 +381,9 @@ class Videos(TaskWaits):
 
         if self._journal is None:
             return await send()
-        return await journaled_create(self._journal, "openai", fields["prompt"], options, send)
+        return await journaled_create(
+            self._journal, "openai", fields["prompt"], options, send, base_url=self._transport.base_url
+        )
 
     async def _plan(
         self, task_or_id: Task | str, variant: ContentVariant, timeout: float | None

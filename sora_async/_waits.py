@@ -76,7 +76,7 @@ class TaskWaits:
     def _seen(self, task: Task) -> Task:
         """Record a snapshot an answer carried in the journal, if there is one; return it."""
         if self._journal is not None:
-            self._journal.record_snapshot(task)
+            self._journal.record_snapshot(task, self._transport.base_url)
         return task
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:

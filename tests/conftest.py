@@ -98,3 +98,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for loop in _STRAY_LOOPS:
         if not loop.is_running() and not loop.is_closed():
             loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _journal_in_tmp_path(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's CLI journals to a file of its own temporary folder, never to the user's state
+    folder ($SORA_ASYNC_JOURNAL). Not in tmp_path itself, whose files some tests count.
+
+    The environment of the CLI's subprocesses too: those that take a copy of
+    the environment made when their module was imported (`CLEAN_ENV`) get it there.
+    """
+    path = str(tmp_path_factory.mktemp("journal") / "journal.sqlite3")
+    monkeypatch.setenv("SORA_ASYNC_JOURNAL", path)
+    import sys
+
+    module = sys.modules.get("tests.test_cli_fake_server")
+    clean_env = getattr(module, "CLEAN_ENV", None)
+    if isinstance(clean_env, dict):
+        monkeypatch.setitem(clean_env, "SORA_ASYNC_JOURNAL", path)

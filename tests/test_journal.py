@@ -32,6 +32,7 @@ from sora_async import (
     TaskFailedError,
     TaskStatus,
     WaitTimeoutError,
+    _journal_sqlite,
 )
 from sora_async._journal_sqlite import MIGRATIONS, SCHEMA_VERSION, migrate
 from sora_async.testing import FakeSoraServer, Fault
@@ -43,6 +44,7 @@ FAST_POLL = PollPolicy(initial_interval=0.01, max_interval=0.02, jitter=0.0)
 QUICK = RetryPolicy(initial_delay=0.01, max_delay=0.02)
 SAMPLES = pathlib.Path(__file__).parent / "samples"
 DEAD = f"{socket.gethostname()}:999999999:"  # a pid no process has
+API = "http://127.0.0.1:9"  # the API root snapshots are recorded under
 
 
 @pytest.fixture
@@ -277,22 +279,22 @@ async def test_snapshots_are_committed_together_not_one_commit_per_poll(
 ) -> None:
     journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.2)
     commits: list[int] = []
-    original = SQLiteJournal._commit_rows
+    original = _journal_sqlite._write_rows
 
-    def counting(self: SQLiteJournal, db: sqlite3.Connection, batch: list[Any]) -> None:
+    def counting(db: sqlite3.Connection, batch: list[Any]) -> None:
         commits.append(len(batch))
-        original(self, db, batch)
+        original(db, batch)
 
-    monkeypatch.setattr(SQLiteJournal, "_commit_rows", counting)
+    monkeypatch.setattr(_journal_sqlite, "_write_rows", counting)
     for n in range(10_000):
-        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"))
+        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"), API)
     assert commits == []  # nothing on the event loop's path
     await asyncio.sleep(0.6)  # the flush interval passes: committed without anyone asking
     assert commits == [10_000]
     assert rows(journal.path, "SELECT count(*) FROM tasks") == [(10_000,)]
     # unchanged snapshots are not written again
     for n in range(10_000):
-        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"))
+        journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"), API)
     await journal.aclose()
     assert commits == [10_000]
     assert rows(journal.path, "SELECT count(*) FROM changes") == [(10_000,)]
@@ -303,7 +305,7 @@ async def test_a_snapshot_reaches_the_disk_within_the_flush_interval_without_a_c
 ) -> None:
     journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.1)
     await journal.flush()  # opened
-    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="40%"))
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="40%"), API)
     deadline = time.monotonic() + 5
     while rows(journal.path, "SELECT status FROM tasks") != [("IN_PROGRESS",)]:
         assert time.monotonic() < deadline
@@ -313,9 +315,9 @@ async def test_a_snapshot_reaches_the_disk_within_the_flush_interval_without_a_c
 
 async def test_a_final_status_is_never_overwritten_by_an_older_snapshot(tmp_path: pathlib.Path) -> None:
     journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
-    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.SUCCESS, progress="100%"))
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.SUCCESS, progress="100%"), API)
     await journal.flush()
-    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="90%"))
+    journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress="90%"), API)
     await journal.aclose()
     assert rows(journal.path, "SELECT status, progress FROM tasks") == [("SUCCESS", "100%")]
 
@@ -446,13 +448,14 @@ def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_p
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
     db = sqlite3.connect(path, isolation_level=None)
     migrate(db)
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
     db.close()
 
     async def read() -> None:
         journal = SQLiteJournal(path)
-        [task] = await journal.tasks()
+        [task] = await journal.tasks(base_url="https://api.cometapi.com")  # "": any client's
         assert (task.task_id, task.status, task.prompt) == ("task_01v1", "SUCCESS", "a kite from v1")
+        assert task.base_url == ""
         assert task.downloads[0].path == "/videos/task_01v1_source.mp4"
         [create] = await journal.creates()
         assert create.options == {"model": "sora-2", "seconds": "4"}
@@ -475,7 +478,7 @@ def test_a_journal_used_under_a_second_event_loop_still_commits_on_its_own(tmp_p
     journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.05)
 
     async def snapshot(status: TaskStatus, wait: float) -> None:
-        journal.record_snapshot(Task(task_id="task_1", status=status, progress=""))
+        journal.record_snapshot(Task(task_id="task_1", status=status, progress=""), API)
         await asyncio.sleep(wait)
 
     asyncio.run(snapshot(TaskStatus.QUEUED, 0))  # the loop ends before the timer fires
@@ -519,3 +522,83 @@ async def test_a_journal_locked_by_another_process_past_busy_timeout_stops_the_c
         other.close()
         await journal.aclose()
     assert server.requests["create"] == 0
+
+
+async def test_concurrent_creates_share_commits(
+    server: FakeSoraServer, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every create waits for two durable writes (its intent, its answer); concurrent ones share
+    a commit (one fsync) instead of paying one each."""
+    batches: list[int] = []
+    original = SQLiteJournal._batch
+
+    def counting(self: SQLiteJournal, rows: list[Any], ops: list[Any]) -> Any:
+        batches.append(len(ops))
+        return original(self, rows, ops)
+
+    monkeypatch.setattr(SQLiteJournal, "_batch", counting)
+    async with client_for(server, tmp_path / "jobs.sqlite3") as client:
+        ids = await asyncio.gather(*(client.create_video(f"a kite {n}") for n in range(100)))
+        creates = await client.journal.creates()  # type: ignore[union-attr]
+    assert {c.task_id for c in creates} == set(ids)
+    assert sum(batches) >= 200
+    assert len(batches) <= 100  # at most half of the 200 writes' commits
+
+
+async def test_a_closed_borrowed_journal_does_not_break_the_client_close(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
+    client = client_for(server, journal)
+    await client.create_video("a kite")
+    await journal.aclose()
+    await client.aclose()
+    await client.aclose()
+
+
+async def test_a_client_resumes_only_the_tasks_of_its_own_api(tmp_path: pathlib.Path) -> None:
+    """One journal, two servers (a test server beside the real API, say): each client's pending,
+    in_doubt, resume and download_pending see its own records only."""
+    path = tmp_path / "jobs.sqlite3"
+    async with FakeSoraServer(api_key=KEY) as one, FakeSoraServer(api_key=KEY, seed=7) as two:
+        async with client_for(one, path) as first, client_for(two, path) as second:
+            mine = await first.create_video("a kite on one")
+            theirs = await second.create_video("a kite on two")
+            assert [t.task_id for t in await first.pending()] == [mine]
+            assert [t.task_id for t in await second.pending()] == [theirs]
+            async with first.resume(timeout=10) as outcomes:
+                assert [task_id async for task_id, _ in outcomes] == [mine]
+            assert set(await first.download_pending(tmp_path / "one")) == {mine}
+            assert [t.task_id for t in await second.pending()] == [theirs]
+        assert one.polls(theirs) == 0
+        assert two.polls(mine) == 0
+
+
+async def test_a_task_the_gateway_no_longer_knows_ends_the_resume_and_is_not_pending_again(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task_id = await client.create_video("a kite")
+        server.tasks.clear()  # expired upstream
+        async with client.resume(timeout=10) as outcomes:
+            [(got, outcome)] = [item async for item in outcomes]
+        assert (got, type(outcome).__name__) == (task_id, "TaskNotFoundError")
+        assert await client.pending() == []
+        [record] = await client.journal.tasks()  # type: ignore[union-attr]
+    assert (record.status, record.is_terminal) == ("NOT_FOUND", True)
+    assert rows(path, "SELECT status FROM changes WHERE task_id = ? ORDER BY at".replace("?", repr(task_id)))[
+        -1
+    ] == ("NOT_FOUND",)
+
+
+async def test_download_pending_saves_only_what_was_created_here_unless_asked(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    looked_at = server.add_task(timeline=[("SUCCESS", "100%")])
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        await client.get_task(looked_at)
+        created = await client.generate("a kite", timeout=10)
+        assert set(await client.download_pending(tmp_path / "v")) == {created.task_id}
+        assert set(await client.download_pending(tmp_path / "v", only_created=False)) == {looked_at}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import os
+import pathlib
+import re
+import time
 from typing import Any
 
 from sora_async import __version__
@@ -32,6 +36,22 @@ DEFAULT_RETRIES = 2
 """Resends of a failed single request in the CLI (the SDK's default is 4)."""
 
 FAKE_KEY = "fake-key"
+
+JOURNAL_ENV = "SORA_ASYNC_JOURNAL"
+"""The environment variable naming the journal's file, between --journal and the default."""
+
+APP = "sora-async"
+JOURNAL_FILE = "journal.sqlite3"
+
+
+def default_journal_path() -> pathlib.Path | None:
+    """`journal.sqlite3` in the user's state folder, as platformdirs names it; None without
+    platformdirs (it comes with the `cli` extra)."""
+    try:
+        import platformdirs
+    except ImportError:
+        return None
+    return platformdirs.user_state_path(APP) / JOURNAL_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,13 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"resends of a request that failed for a passing reason (default: {DEFAULT_RETRIES})",
     )
+    common.add_argument(
+        "--journal",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help=f"the task journal, a SQLite file that records every create, status change and download "
+        f"(default: ${JOURNAL_ENV}, else {default_journal_path() or 'the state folder platformdirs finds'})",
+    )
+    common.add_argument(
+        "--no-journal",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="record nothing in the task journal, and read nothing from it",
+    )
 
     parser = argparse.ArgumentParser(
         prog="sora-async",
         description="Generate and fetch videos with CometAPI's Sora task API.",
         parents=[common],
-        epilog="Exit codes: 0 ok, 1 task failed, 2 usage, 3 timeout, 4 auth or config, 5 not found, "
-        "6 connection or server error, 130 interrupted, 141 stdout closed.",
+        epilog="Every command that talks to the API records its tasks in a journal (a SQLite file: "
+        f"--journal PATH, else ${JOURNAL_ENV}, else journal.sqlite3 in the user's state folder; "
+        "--no-journal records nothing; --fake never records): `jobs` lists them, `resume` waits for "
+        "and downloads the unfinished ones. "
+        "Exit codes: 0 ok, 1 task failed, 2 usage, 3 timeout, 4 auth or config (a journal that "
+        "cannot be opened too), 5 not found, 6 connection or server error, 130 interrupted, "
+        "141 stdout closed.",
     )
     parser.add_argument("--version", action="version", version=f"sora-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -206,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
+    add_journal_commands(commands, common)
+
     fake = commands.add_parser(
         "fake-server",
         help="run the fake API server in the foreground",
@@ -247,6 +287,100 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seeds task ids and which tasks fail (default: %(default)s)"
     )
     return parser
+
+
+def add_journal_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`jobs`, `jobs forget` and `resume`: the commands that read the task journal."""
+    jobs = commands.add_parser(
+        "jobs",
+        parents=[common],
+        help="list the tasks of the journal (no key needed)",
+        description="List the tasks of the journal, oldest first: id, status, percent, age and prompt; "
+        "then the creates in doubt (sent, never answered: a task may exist and be billed), by "
+        "their reference. Reads the journal only: no key, no request.",
+    )
+    jobs.add_argument("--pending", action="store_true", help="only unfinished tasks, and creates in doubt")
+    jobs.add_argument("--failed", action="store_true", help="only tasks that ended in FAILURE")
+    jobs.add_argument(
+        "--since",
+        type=since_time,
+        metavar="WHEN",
+        help="only what was created since WHEN: a duration back from now (90s, 30m, 2h, 1d, 1w, "
+        "1h30m) or an ISO date or time (2025-01-14, 2025-01-14T15:30, local time unless it has an "
+        "offset)",
+    )
+    jobs.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", title="subcommand", metavar="forget")
+    forget = jobs_commands.add_parser(
+        "forget",
+        parents=[common],
+        help="delete tasks and creates in doubt from the journal",
+        description="Delete tasks (by task id) and creates (by task id or reference) from the journal: "
+        "nothing upstream changes. Exits 5 when an id is not in the journal.",
+    )
+    forget.add_argument("ids", nargs="+", metavar="ID", type=str.strip, help="task ids or create references")
+    forget.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout"
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        parents=[common],
+        help="wait for and download every unfinished task of the journal",
+        description="Wait for every unfinished task of the journal (left by Ctrl-C, a crash or a "
+        "timeout), then save each finished task's video that has no saved file yet into -o DIR "
+        "(named as download names them in a folder; a file already there is never replaced), and "
+        "print what is done, failed, still pending and in doubt.",
+    )
+    resume.add_argument(
+        "-o", "--output", default=".", metavar="DIR", help="the folder to save into (default: this folder)"
+    )
+    resume.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="the most polls in flight at once (default: %(default)s)",
+    )
+    resume.add_argument(
+        "--rate",
+        type=positive_number,
+        metavar="PER_SECOND",
+        help="the most polls per second (default: no limit but the gateway's)",
+    )
+    resume.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=1800.0,
+        metavar="SECONDS",
+        help="seconds to wait for the tasks, all together (default: %(default)g)",
+    )
+    resume.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, progress as JSON on stderr"
+    )
+
+
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))", re.IGNORECASE)
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def since_time(text: str) -> float:
+    """An argparse type: `--since`, a duration back from now (2h, 30m, 1d, 1h30m) or an ISO date or
+    time (naive means local time), as a Unix time."""
+    words = text.strip()
+    compact = words.replace(" ", "")
+    if compact and DURATION.sub("", compact) == "":
+        seconds = sum(float(n) * UNIT_SECONDS[unit.lower()] for n, unit in DURATION.findall(compact))
+        return time.time() - seconds
+    iso = words[:-1] + "+00:00" if words[-1:] in ("Z", "z") else words  # 3.10 reads no "Z"
+    try:
+        when = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30m, 2h or 1d, or an ISO date or time such as 2025-01-14 "
+            f"or 2025-01-14T15:30, got {text!r}"
+        ) from None
+    return when.timestamp()  # a naive time is local time
 
 
 def add_force(command: argparse.ArgumentParser) -> None:
@@ -292,6 +426,11 @@ def count(text: str) -> int:
 
 def option(args: argparse.Namespace, name: str, default: Any = None) -> Any:
     return getattr(args, name, default)
+
+
+def journal_on(args: argparse.Namespace) -> bool:
+    """Whether the command records to a journal: --no-journal is absent, and it talks to a real API."""
+    return not option(args, "no_journal", False) and not option(args, "fake", False)
 
 
 def request_timeout(args: argparse.Namespace) -> float:

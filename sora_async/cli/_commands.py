@@ -1,4 +1,4 @@
-"""The commands: generate, status, wait, download, and fake-server."""
+"""The commands: generate, status, wait, download, and fake-server (jobs and resume: `_jobs`)."""
 
 from __future__ import annotations
 
@@ -41,16 +41,20 @@ from ._args import (
     EXIT_USAGE,
     FAKE_KEY,
     cli_words,
+    journal_on,
     option,
     request_timeout,
 )
 from ._display import Display, error_json, error_words, make_display, status_text, task_json
 from ._failures import ConfigError, about_the_server, exit_code_for, most_pressing
+from ._state import announce_earlier, folder_of, journal_flags, journal_path, resume_command
 
 
 @contextlib.asynccontextmanager
 async def open_client(args: argparse.Namespace) -> AsyncIterator[SoraClient]:
-    """A client for the real API, or for an embedded fake server with --fake."""
+    """A client for the real API, or for an embedded fake server with --fake; with the task journal
+    (`journal_path`) unless --no-journal or --fake."""
+    journal = journal_path(args)
     if option(args, "fake", False):
         # A compressed clock and a matching poll policy, so a demo takes seconds.
         async with FakeSoraServer(advance="clock", step_seconds=0.5) as server:
@@ -70,6 +74,7 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[SoraClient]:
             key,
             base_url=option(args, "base_url"),
             allow_insecure_http=bool(option(args, "allow_insecure_http", False)),
+            journal=journal,
             **client_options(args),
         )
     except ValueError as exc:
@@ -224,6 +229,7 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
             print("Using an embedded fake server (--fake).", file=err, flush=True)
         display = make_display(args.json, text, err)
         async with open_client(args) as client:
+            await announce_earlier(client, args, err)
             task = await start_generation(client, args, display.task)
             if binary is not None:
                 await write_video(video_stream(client, args, task), binary, on_progress=progress)
@@ -241,15 +247,23 @@ async def cmd_generate(args: argparse.Namespace, out: IO[str], err: IO[str]) -> 
             resume = resume_commands(
                 task_id, args, args.output, downloading=task is not None, force=args.force
             )
+            everything = resume_command(args, folder_of(args.output)) if journal_on(args) else None
             if not args.json:
                 print(f"task {task_id} was created and is billed; to resume:", file=err)
                 for command in resume:
                     print(f"  {command}", file=err)
+                if everything is not None:
+                    print(f"or, with every unfinished task of the journal: {everything}", file=err)
         elif task_id is None and display is not None and interrupted(exc) and not args.json:
             # Ctrl-C while the create was on its way: it may have arrived.
             print(CREATE_MAY_EXIST, file=err)
+            if journal_on(args):
+                print(CREATE_KEPT.format(flags=journal_flags(args)), file=err)
         if args.json:  # early checks and Ctrl-C included: whoever reads the JSON gets one document
-            print(json.dumps(error_json(task_id, exc, resume)), file=text)
+            document = error_json(task_id, exc, resume)
+            if resume and journal_on(args):
+                document["resume_all"] = resume_command(args, folder_of(args.output))
+            print(json.dumps(document), file=text)
         raise
     finally:
         if display is not None:
@@ -274,6 +288,12 @@ CREATE_MAY_EXIST = (
 )
 
 
+CREATE_KEPT = (
+    "the journal kept the create: sora-async jobs --pending{flags} shows it, as a task that "
+    "sora-async resume picks up if its answer came, else as a create in doubt with its prompt and time"
+)
+
+
 def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
 
@@ -288,7 +308,7 @@ def global_flags(args: argparse.Namespace) -> str:
         flags.append(" --allow-insecure-http")
     if uses_openai(args):
         flags.append(" --openai")
-    return "".join(flags)
+    return "".join(flags) + journal_flags(args)
 
 
 def resume_commands(
@@ -347,6 +367,7 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     try:
         async with open_client(args) as client:
             openai = uses_openai(args)
+            await announce_earlier(client, args, err, exclude=args.task_ids)
             probed = await check_the_server(client, args.task_ids, openai=openai)
             if probed is not None:
                 display.task(probed)
@@ -379,6 +400,12 @@ async def cmd_wait(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         elif running:
             print(f"{len(running)} task(s) still running upstream; to resume:", file=err)
             print(f"  {resume[0]}", file=err)
+            if journal_on(args):
+                everything = resume_command(args)
+                print(
+                    f"or wait for every unfinished task of the journal and save its video here: {everything}",
+                    file=err,
+                )
         raise
     finally:
         display.close()
@@ -513,6 +540,8 @@ async def cmd_fake_server(args: argparse.Namespace, out: IO[str], err: IO[str]) 
 
     # The global client options make no sense for the server: refuse them rather than ignore them.
     client_flags = (
+        ("--journal", "journal"),
+        ("--no-journal", "no_journal"),
         ("--fake", "fake"),
         ("--base-url", "base_url"),
         ("--allow-insecure-http", "allow_insecure_http"),

@@ -21,6 +21,7 @@ from sora_async._errors import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
+    JournalError,
     ModelNotAvailableError,
     PermissionDeniedError,
     RateLimitError,
@@ -41,7 +42,9 @@ from ._args import (
     EXIT_PRECEDENCE,
     EXIT_TIMEOUT,
     EXIT_USAGE,
+    JOURNAL_ENV,
     base_url_of,
+    journal_on,
     option,
     request_timeout,
 )
@@ -57,7 +60,7 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, TimeoutError):  # WaitTimeoutError, APITimeoutError, DownloadTimeoutError
         return EXIT_TIMEOUT
     if isinstance(
-        error, (AuthenticationError, PermissionDeniedError, ConfigError, ModelNotAvailableError)
+        error, (AuthenticationError, PermissionDeniedError, ConfigError, ModelNotAvailableError, JournalError)
     ) or wrong_path(error):
         return EXIT_CONFIG
     if isinstance(error, VideoNotReadyError):  # like a reverse-format task with no video yet
@@ -114,6 +117,13 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     `retries` tells how many tries the failed request took and since when
     the command ran, for a server that never answers.
     """
+    if isinstance(error, JournalError) or (
+        isinstance(error, ConfigError) and "the journal's folder" in str(error)
+    ):
+        return (
+            f"choose another file with --journal PATH (or ${JOURNAL_ENV}), or record nothing with "
+            "--no-journal (then a Ctrl-C or a crash can lose a created task)"
+        )
     if option(args, "fake", False):
         return None
     base = base_url_of(args).strip()
@@ -138,10 +148,11 @@ def hint_for(error: BaseException, args: argparse.Namespace, retries: RetryLog) 
     if args.command == "generate" and created is None:
         sent = isinstance(error, APIConnectionError) and error.request_sent
         if sent or isinstance(error, ServerError):  # a 5xx after the create: it may have been made
+            kept = " (sora-async jobs --pending lists the create)" if journal_on(args) else ""
             return (
                 "the create was sent but its answer was lost: a task may exist and be billed. The gateway "
                 "cannot list tasks; look for it in CometAPI's console (task logs) before running "
-                "generate again"
+                f"generate again{kept}"
             )
     if tls_refused(error) and parts.scheme == "https":
         return (

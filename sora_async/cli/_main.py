@@ -19,12 +19,15 @@ from ._args import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, build_parser, option
 from ._commands import cmd_download, cmd_fake_server, cmd_generate, cmd_status, cmd_wait
 from ._display import error_json
 from ._failures import ConfigError, exit_code_for, hint_for, retry_log
+from ._jobs import cmd_jobs, cmd_resume
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str], IO[str]], Any]] = {
     "generate": cmd_generate,
     "status": cmd_status,
     "wait": cmd_wait,
     "download": cmd_download,
+    "jobs": cmd_jobs,
+    "resume": cmd_resume,
     "fake-server": cmd_fake_server,
 }
 
