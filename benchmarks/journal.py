@@ -249,7 +249,8 @@ async def finish(
     assert str(saved[0]) == f"{downloads}/{fetch[0].task_id}_source.mp4", saved[0]
 
     def record_download(task: Task) -> Awaitable[None]:
-        return journal.record_download(task.task_id, "source", f"{downloads}/{task.task_id}_source.mp4", size)
+        path = f"{downloads}/{task.task_id}_source.mp4"
+        return journal.record_download(task.task_id, "source", path, size, base_url=client.base_url)
 
     commits = journal.commits
     started = time.perf_counter()

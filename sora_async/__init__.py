@@ -29,7 +29,7 @@ from ._errors import (
     URLExpiredError,
     VideoNotReadyError,
 )
-from ._journal import CreateRecord, DownloadRecord, Journal, TaskRecord
+from ._journal import ClaimResult, CreateRecord, CreateState, DownloadRecord, Journal, TaskRecord
 from ._journal_sqlite import SQLiteJournal
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
@@ -58,10 +58,12 @@ __all__ = [
     "Batch",
     "Budget",
     "CadencePolicy",
+    "ClaimResult",
     "ClientClosedError",
     "ContentVariant",
     "CreateOptions",
     "CreateRecord",
+    "CreateState",
     "Destination",
     "DestinationExistsError",
     "DownloadError",

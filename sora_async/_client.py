@@ -538,7 +538,8 @@ class SoraClient(TaskWaits):
         The SDK cannot find such a task (the gateway lists none: PROTOCOL.md)
         and never sends the create again; check CometAPI's dashboard for a
         task with the record's prompt created near its `sent_at`, then
-        `forget` the record (the CLI: `sora-async jobs forget REF`).
+        forget the record: `client.journal.forget([record.ref])` (the CLI:
+        `sora-async jobs forget REF`).
 
         Raises:
             ValueError: The client has no journal.

@@ -26,6 +26,7 @@ import abc
 import asyncio
 import functools
 import logging
+import math
 import os
 import pathlib
 import socket
@@ -112,7 +113,8 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
         task_id: The gateway's id.
         format: "reverse" or "openai": which API polls it.
         status: The last `TaskStatus` value seen ("QUEUED", "SUCCESS", ...), or
-            "NOT_FOUND" once a `resume` was told the gateway knows no such task.
+            "NOT_FOUND" once a `resume` was told the gateway knows no such task
+            (still unfinished: another key may know it; a later snapshot wins).
         progress: The last progress string seen ("30%").
         percent: `progress` as a number from 0 to 100, or None.
         fail_reason: Why it failed, for FAILURE.
@@ -139,8 +141,8 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the task ended (SUCCESS or FAILURE), or the gateway no longer knows it."""
-        return self.status in ("SUCCESS", "FAILURE", "NOT_FOUND")
+        """Whether the task ended (SUCCESS or FAILURE)."""
+        return self.status in ("SUCCESS", "FAILURE")
 
 
 ClaimResult = Literal["claimed", "done", "busy"]
@@ -180,22 +182,25 @@ class Journal(abc.ABC):
         progress changed (buffered)."""
 
     @abc.abstractmethod
-    async def record_not_found(self, task_id: str, reason: str) -> None:
-        """Durably mark an unfinished task the gateway no longer knows as ended ("NOT_FOUND")."""
+    async def record_not_found(self, task_id: str, reason: str, *, base_url: str) -> None:
+        """Durably note that the gateway said it knows no such task ("NOT_FOUND"). The task stays
+        unfinished: a wrong key or a passing error may have said so, and a later snapshot wins."""
 
     @abc.abstractmethod
-    async def claim_download(self, task_id: str, variant: str, path: str) -> ClaimResult:
+    async def claim_download(self, task_id: str, variant: str, path: str, *, base_url: str) -> ClaimResult:
         """Take the right to save `variant` of a task, so two processes never both fetch it.
 
         A claim held by a process that is gone is taken over.
         """
 
     @abc.abstractmethod
-    async def release_download(self, task_id: str, variant: str) -> None:
+    async def release_download(self, task_id: str, variant: str, *, base_url: str) -> None:
         """Give up a claim whose download failed, so a later run may try again."""
 
     @abc.abstractmethod
-    async def record_download(self, task_id: str, variant: str, path: str, size: int | None) -> None:
+    async def record_download(
+        self, task_id: str, variant: str, path: str, size: int | None, *, base_url: str
+    ) -> None:
         """Durably record a file complete under its final name (and end any claim on it)."""
 
     @abc.abstractmethod
@@ -286,7 +291,8 @@ async def journaled_create(
         if recorded:
             doubt = may_have_created(exc, format)
             state: CreateState = "in_doubt" if doubt else "refused"
-            await _answer(journal, record.ref, state, error=f"{type(exc).__name__}: {exc}"[:500])
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            await _answer(journal, record.ref, state, error=error[:500])
             if doubt:
                 _note(
                     exc,
@@ -360,18 +366,23 @@ def _owner(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}"
 
 
-def process_alive(owner: str) -> bool:
-    """Whether the process `owner` names still runs; one on another host is taken to.
+def process_alive(
+    owner: str, *, since: float = 0.0, lease: float = math.inf, now: float | None = None
+) -> bool:
+    """Whether the process `owner` names may still be at work on a record made at Unix time `since`.
 
-    On Linux the start time in `/proc` tells a reused pid from the original,
-    and a killed process not yet reaped (a zombie) counts as gone.
+    A process of this host is asked (on Linux the start time in `/proc`
+    tells a reused pid from the original, and a killed process not yet
+    reaped, a zombie, counts as gone). One of another host (another machine,
+    or a container with its own hostname) cannot be: it is taken to be at
+    work until the record is `lease` seconds old.
     """
     if not owner:
         return False  # a record that names no process has none to wait for
     host, _, rest = owner.partition(":")
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname():
-        return True
+        return (time.time() if now is None else now) - since < lease
     try:
         pid = int(pid_text)
     except ValueError:

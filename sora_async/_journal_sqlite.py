@@ -109,12 +109,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (task_id, variant)
         )""",
     ),
-    # 1 -> 2: which API each create and task belongs to, so that a client resumes only its own
-    # (a journal may hold tasks of a test server beside the real API's). "" for older records:
-    # unknown, taken as any client's.
+    # 1 -> 2: which API each record belongs to. A task is (API root, task id): a journal may
+    # hold tasks of a test server, which hands out the same ids on every start, beside the real
+    # API's, and each client resumes only its own. "" for older records: unknown, taken as any
+    # client's, and adopted by the first client that sees the task.
     (
         "ALTER TABLE creates ADD COLUMN base_url TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE tasks ADD COLUMN base_url TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE tasks_2 (
+            base_url TEXT NOT NULL DEFAULT '',
+            task_id TEXT NOT NULL,
+            format TEXT NOT NULL,
+            status TEXT NOT NULL,
+            progress TEXT NOT NULL DEFAULT '',
+            percent REAL,
+            fail_reason TEXT NOT NULL DEFAULT '',
+            final INTEGER NOT NULL DEFAULT 0,
+            first_seen REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (base_url, task_id)
+        )""",
+        "INSERT INTO tasks_2 SELECT '', task_id, format, status, progress, percent, fail_reason, final, "
+        "first_seen, updated_at FROM tasks",
+        "DROP TABLE tasks",
+        "ALTER TABLE tasks_2 RENAME TO tasks",
+        "CREATE INDEX tasks_final ON tasks (final, first_seen)",
+        "CREATE INDEX tasks_id ON tasks (task_id)",
+        "ALTER TABLE changes ADD COLUMN base_url TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE downloads_2 (
+            base_url TEXT NOT NULL DEFAULT '',
+            task_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER,
+            state TEXT NOT NULL CHECK (state IN ('claimed', 'done')),
+            owner TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (base_url, task_id, variant)
+        )""",
+        "INSERT INTO downloads_2 SELECT '', task_id, variant, path, size, state, owner, at FROM downloads",
+        "DROP TABLE downloads",
+        "ALTER TABLE downloads_2 RENAME TO downloads",
     ),
 )
 """`MIGRATIONS[n]`: the statements that bring a journal from schema version n to n + 1."""
@@ -162,7 +196,7 @@ class SQLiteJournal(Journal):
         # Event loop side: what waits for the next batch, and whether one is on the thread.
         self._rows: list[_Row] = []  # snapshots
         self._ops: list[_Op] = []  # awaited work: durable writes and reads
-        self._busy = False
+        self._busy: asyncio.AbstractEventLoop | None = None  # the loop whose batch is on the thread
         self._failed: list[_Row] = []  # journal thread side: snapshots whose commit failed
         self._seen: dict[str, tuple[str, str]] = {}  # unfinished task -> last (status, progress)
         self._timer: asyncio.TimerHandle | None = None
@@ -211,17 +245,19 @@ class SQLiteJournal(Journal):
             self._timer = loop.call_later(self.flush_interval, self._flush_later, loop)
             self._timer_loop = loop
 
-    async def record_not_found(self, task_id: str, reason: str) -> None:
-        await self._run(_not_found, task_id, reason)
+    async def record_not_found(self, task_id: str, reason: str, *, base_url: str) -> None:
+        await self._run(_not_found, base_url, task_id, reason)
 
-    async def claim_download(self, task_id: str, variant: str, path: str) -> ClaimResult:
-        return await self._run(_claim, task_id, variant, path)
+    async def claim_download(self, task_id: str, variant: str, path: str, *, base_url: str) -> ClaimResult:
+        return await self._run(_claim, base_url, task_id, variant, path)
 
-    async def release_download(self, task_id: str, variant: str) -> None:
-        await self._run(_release, task_id, variant)
+    async def release_download(self, task_id: str, variant: str, *, base_url: str) -> None:
+        await self._run(_release, base_url, task_id, variant)
 
-    async def record_download(self, task_id: str, variant: str, path: str, size: int | None) -> None:
-        await self._run(_insert_download, task_id, variant, path, size)
+    async def record_download(
+        self, task_id: str, variant: str, path: str, size: int | None, *, base_url: str
+    ) -> None:
+        await self._run(_insert_download, base_url, task_id, variant, path, size)
 
     async def flush(self) -> None:
         if self._closed and not self._rows:
@@ -281,14 +317,16 @@ class SQLiteJournal(Journal):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._ops.append(_Op(work, args, future))
-        if not self._busy:
+        if self._busy is not loop:
+            # Nothing on the thread, or the batch of a loop that has ended, whose completion
+            # will never run: the thread takes batches in order, so submitting is safe.
             self._submit(loop)
         return cast(_T, await future)
 
     def _flush_later(self, loop: asyncio.AbstractEventLoop) -> None:
         """The timer: commit the buffered snapshots; nobody awaits it."""
         self._timer = None
-        if not self._closed and self._rows and not self._busy:
+        if not self._closed and self._rows and self._busy is not loop:
             self._submit(loop)
 
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -297,7 +335,7 @@ class SQLiteJournal(Journal):
         ops, self._ops = self._ops, []
         if self._thread is None:
             self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sora-journal")
-        self._busy = True
+        self._busy = loop
         live = [op for op in ops if not op.future.done()]  # a cancelled caller's work is skipped
         done = self._thread.submit(self._batch, rows, [(op.work, op.args) for op in live])
 
@@ -321,7 +359,7 @@ class SQLiteJournal(Journal):
                 op.future.set_result(value)
             else:
                 op.future.set_exception(cast(BaseException, value))
-        self._busy = False
+        self._busy = None
         if self._ops or (self._rows and self._timer is None):
             self._submit(loop)
 
@@ -360,6 +398,7 @@ class SQLiteJournal(Journal):
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path!r}: {exc}", path=path) from exc
         try:
+            _check_ours(db)  # before anything is changed in someone else's file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db)
@@ -416,6 +455,7 @@ def _write_rows(db: sqlite3.Connection, rows: list[_Row]) -> None:
     """The snapshots, in two statements whatever their number (one JSON parameter each):
     the thread hands the GIL back twice, not twice per row."""
     data = msgspec.json.encode(rows)
+    db.execute(_ADOPT_TASKS, (data,))
     db.execute(_INSERT_CHANGES, (data,))
     db.execute(_UPSERT_TASKS, (data,))
 
@@ -446,60 +486,69 @@ def _update_create(
     )
     if task_id is not None:
         db.execute(
-            "INSERT INTO tasks (task_id, format, base_url, status, first_seen, updated_at) "
-            "SELECT ?, format, base_url, 'SUBMITTED', ?, ? FROM creates WHERE ref = ? "
-            "ON CONFLICT (task_id) DO NOTHING",
+            "INSERT INTO tasks (base_url, task_id, format, status, first_seen, updated_at) "
+            "SELECT base_url, ?, format, 'SUBMITTED', ?, ? FROM creates WHERE ref = ? "
+            "ON CONFLICT (base_url, task_id) DO NOTHING",
             (task_id, now, now, ref),
         )
 
 
-def _not_found(db: sqlite3.Connection, task_id: str, reason: str) -> None:
+def _not_found(db: sqlite3.Connection, base_url: str, task_id: str, reason: str) -> None:
+    """Unfinished still (another key or base URL may know it), but said to be unknown."""
     now = time.time()
     updated = db.execute(
-        "UPDATE tasks SET status = 'NOT_FOUND', final = 1, fail_reason = ?, updated_at = ? "
-        "WHERE task_id = ? AND final = 0",
-        (reason, now, task_id),
+        "UPDATE tasks SET status = 'NOT_FOUND', fail_reason = ?, updated_at = ? "
+        "WHERE base_url IN (?, '') AND task_id = ? AND final = 0 AND status != 'NOT_FOUND'",
+        (reason, now, base_url, task_id),
     ).rowcount
     if updated:
         db.execute(
-            "INSERT INTO changes (task_id, at, status, progress, percent) "
-            "SELECT task_id, ?, 'NOT_FOUND', progress, percent FROM tasks WHERE task_id = ?",
-            (now, task_id),
+            "INSERT INTO changes (base_url, task_id, at, status, progress, percent) "
+            "SELECT base_url, task_id, ?, 'NOT_FOUND', progress, percent FROM tasks "
+            "WHERE base_url IN (?, '') AND task_id = ?",
+            (now, base_url, task_id),
         )
 
 
-def _claim(db: sqlite3.Connection, task_id: str, variant: str, path: str) -> ClaimResult:
-    """Inside the batch's `BEGIN IMMEDIATE`: no other process writes between the read and the write."""
+def _claim(db: sqlite3.Connection, base_url: str, task_id: str, variant: str, path: str) -> ClaimResult:
+    """Inside the batch's `BEGIN IMMEDIATE`: no other process writes between the read and the write.
+
+    A claim of another host is taken over once it is `CLAIM_LEASE` seconds old."""
     me = this_process()
+    now = time.time()
     row = db.execute(
-        "SELECT state, owner FROM downloads WHERE task_id = ? AND variant = ?", (task_id, variant)
+        "SELECT state, owner, at FROM downloads WHERE base_url = ? AND task_id = ? AND variant = ?",
+        (base_url, task_id, variant),
     ).fetchone()
     if row is not None:
-        state, owner = row
+        state, owner, at = row
         if state == "done":
             return "done"
-        if owner != me and process_alive(owner):
+        if owner != me and process_alive(owner, since=at, lease=CLAIM_LEASE, now=now):
             return "busy"
     db.execute(
-        "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
-        "VALUES (?, ?, ?, NULL, 'claimed', ?, ?)",
-        (task_id, variant, path, me, time.time()),
+        "INSERT OR REPLACE INTO downloads (base_url, task_id, variant, path, size, state, owner, at) "
+        "VALUES (?, ?, ?, ?, NULL, 'claimed', ?, ?)",
+        (base_url, task_id, variant, path, me, now),
     )
     return "claimed"
 
 
-def _release(db: sqlite3.Connection, task_id: str, variant: str) -> None:
+def _release(db: sqlite3.Connection, base_url: str, task_id: str, variant: str) -> None:
     db.execute(
-        "DELETE FROM downloads WHERE task_id = ? AND variant = ? AND state = 'claimed' AND owner = ?",
-        (task_id, variant, this_process()),
+        "DELETE FROM downloads WHERE base_url = ? AND task_id = ? AND variant = ? AND state = 'claimed' "
+        "AND owner = ?",
+        (base_url, task_id, variant, this_process()),
     )
 
 
-def _insert_download(db: sqlite3.Connection, task_id: str, variant: str, path: str, size: int | None) -> None:
+def _insert_download(
+    db: sqlite3.Connection, base_url: str, task_id: str, variant: str, path: str, size: int | None
+) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO downloads (task_id, variant, path, size, state, owner, at) "
-        "VALUES (?, ?, ?, ?, 'done', ?, ?)",
-        (task_id, variant, path, size, this_process(), time.time()),
+        "INSERT OR REPLACE INTO downloads (base_url, task_id, variant, path, size, state, owner, at) "
+        "VALUES (?, ?, ?, ?, ?, 'done', ?, ?)",
+        (base_url, task_id, variant, path, size, this_process(), time.time()),
     )
 
 
@@ -523,11 +572,11 @@ def _select_tasks(
     # The clauses are constants chosen above; values are bound parameters.
     clause = " WHERE " + " AND ".join(where) if where else ""
     sql = _SELECT_TASKS.format(where=clause)
-    downloads: dict[str, list[DownloadRecord]] = {}
-    for task_id, variant, path, size, at in db.execute(
-        "SELECT task_id, variant, path, size, at FROM downloads WHERE state = 'done' ORDER BY at"
+    downloads: dict[tuple[str, str], list[DownloadRecord]] = {}
+    for url, task_id, variant, path, size, at in db.execute(
+        "SELECT base_url, task_id, variant, path, size, at FROM downloads WHERE state = 'done' ORDER BY at"
     ):
-        downloads.setdefault(task_id, []).append(
+        downloads.setdefault((url, task_id), []).append(
             DownloadRecord(task_id=task_id, variant=variant, path=path, size=size, at=at)
         )
     return [
@@ -543,7 +592,7 @@ def _select_tasks(
             prompt=row[8] or "",
             ref=row[9],
             base_url=row[10],
-            downloads=tuple(downloads.get(row[0], ())),
+            downloads=tuple(downloads.get((row[10], row[0]), ())),
         )
         for row in db.execute(sql, params)
     ]
@@ -561,7 +610,7 @@ def _select_creates(db: sqlite3.Connection, in_doubt: bool, base_url: str | None
     for ref, fmt, prompt, options, sent_at, owner, state, task_id, error, answered_at, url in db.execute(
         sql, params
     ):
-        if state == "sending" and not process_alive(owner):
+        if state == "sending" and not process_alive(owner, since=sent_at, lease=SENDING_LEASE):
             state = "in_doubt"
             error = error or "the process that sent it ended before the answer was recorded"
         elif in_doubt and state == "sending":
@@ -603,22 +652,38 @@ def _nothing(db: sqlite3.Connection) -> None:
 _READS: frozenset[Callable[..., Any]] = frozenset({_select_tasks, _select_creates, _nothing})
 """Work that writes nothing: a batch of only these takes no write lock."""
 
+SENDING_LEASE = 900.0
+"""Seconds after which a create still "sending" from another host (another machine, or a
+container with its own hostname, whose process cannot be asked) is in doubt: no create takes
+that long."""
+
+CLAIM_LEASE = 1800.0
+"""Seconds after which a download claim of a process on another host is taken over."""
+
 _SELECT_CREATES = (
     "SELECT ref, format, prompt, options, sent_at, owner, state, task_id, error, answered_at, base_url "
     "FROM creates{where} ORDER BY sent_at, ref"
 )
 _SELECT_TASKS = (
     "SELECT t.task_id, t.format, t.status, t.progress, t.percent, t.fail_reason, t.first_seen, "
-    "t.updated_at, c.prompt, c.ref, t.base_url FROM tasks t LEFT JOIN creates c ON c.task_id = t.task_id"
+    "t.updated_at, c.prompt, c.ref, t.base_url FROM tasks t "
+    "LEFT JOIN creates c ON c.task_id = t.task_id AND c.base_url IN (t.base_url, '')"
     "{where} ORDER BY t.first_seen, t.task_id"
 )
 # A snapshot row in JSON: [task id, format, status, progress, percent, fail reason, final, time,
 # base URL].
+_ADOPT_TASKS = (  # a task recorded before records named their API is the first client's to see it
+    "UPDATE tasks SET base_url = (SELECT json_extract(value, '$[8]') FROM json_each(?1) "
+    "WHERE json_extract(value, '$[0]') = tasks.task_id) "
+    "WHERE base_url = '' AND task_id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))"
+)
 _INSERT_CHANGES = (
-    "INSERT INTO changes (task_id, at, status, progress, percent) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[7]'), json_extract(value, '$[2]'), "
-    "json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(?) AS row "
-    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE task_id = json_extract(row.value, '$[0]') AND final = 1)"
+    "INSERT INTO changes (base_url, task_id, at, status, progress, percent) "
+    "SELECT json_extract(value, '$[8]'), json_extract(value, '$[0]'), json_extract(value, '$[7]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]') "
+    "FROM json_each(?) AS row WHERE NOT EXISTS (SELECT 1 FROM tasks "
+    "WHERE base_url = json_extract(row.value, '$[8]') AND task_id = json_extract(row.value, '$[0]') "
+    "AND final = 1)"
 )
 _UPSERT_TASKS = (
     "INSERT INTO tasks (task_id, format, status, progress, percent, fail_reason, final, first_seen, "
@@ -626,7 +691,7 @@ _UPSERT_TASKS = (
     "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
     "json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'), "
     "json_extract(value, '$[7]'), json_extract(value, '$[8]') FROM json_each(?) WHERE true "
-    "ON CONFLICT (task_id) DO UPDATE SET status = excluded.status, progress = excluded.progress, "
+    "ON CONFLICT (base_url, task_id) DO UPDATE SET status = excluded.status, progress = excluded.progress, "
     "percent = excluded.percent, fail_reason = excluded.fail_reason, final = excluded.final, "
     "updated_at = excluded.updated_at WHERE tasks.final = 0"
 )
@@ -646,6 +711,19 @@ class _transaction:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
+def _check_ours(db: sqlite3.Connection) -> None:
+    """Refuse a database that holds tables and no schema version: someone else's.
+
+    Raises:
+        JournalError: It is.
+    """
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise JournalError(
+            "the file is a SQLite database of something else, not a sora_async journal; choose another file"
+        )
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the journal's schema to `SCHEMA_VERSION`, one transaction per step.
 
@@ -654,6 +732,7 @@ def migrate(db: sqlite3.Connection) -> None:
     """
     while True:
         with _transaction(db):
+            _check_ours(db)
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise JournalError(

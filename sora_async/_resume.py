@@ -7,6 +7,8 @@ the waiting itself is the batch engine's (`Batch`), the saving `download`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import logging
 import os
 import pathlib
@@ -49,7 +51,7 @@ class Resume:
         task_id, outcome = await batch.__anext__()
         if isinstance(outcome, TaskNotFoundError):
             # Gone from the gateway (expired, or of another deployment): never pending again.
-            await self._journal.record_not_found(task_id, str(outcome))
+            await self._journal.record_not_found(task_id, str(outcome), base_url=self._base_url)
         return task_id, outcome
 
     async def __aenter__(self) -> Resume:
@@ -112,8 +114,11 @@ async def download_pending(
     async def one(task: TaskRecord) -> None:
         async with slots:
             variant = _variant(task)
-            if await journal.claim_download(task.task_id, variant, str(folder)) != "claimed":
+            claim = await journal.claim_download(task.task_id, variant, str(folder), base_url=base_url)
+            if claim != "claimed":
                 return  # saved already, or another live process is saving it
+            # Ours now: a temporary file of this video left by a process that died is stale.
+            await asyncio.to_thread(_remove_stale, folder, f"{task.task_id}_{variant}")
             try:
                 path = await save(task, folder)
             except DestinationExistsError as exc:
@@ -122,14 +127,14 @@ async def download_pending(
                 # records the files it saves itself.)
                 path = pathlib.Path(exc.path) if exc.path else folder
                 where, size = await asyncio.to_thread(saved_file, path)
-                await journal.record_download(task.task_id, variant, where, size)
+                await journal.record_download(task.task_id, variant, where, size, base_url=base_url)
             except SoraError as exc:
-                await _release(journal, task.task_id, variant)
+                await _release(journal, task.task_id, variant, base_url)
                 results[task.task_id] = exc
                 _report(on_saved, task.task_id, exc)
                 return
             except BaseException:
-                await _release(journal, task.task_id, variant)
+                await _release(journal, task.task_id, variant, base_url)
                 raise
             results[task.task_id] = path
             _report(on_saved, task.task_id, path)
@@ -145,10 +150,18 @@ def _variant(task: TaskRecord) -> str:
     return "video" if task.format == "openai" else "source"
 
 
-async def _release(journal: Journal, task_id: str, variant: str) -> None:
+def _remove_stale(folder: pathlib.Path, stem: str) -> None:
+    """Remove the temporary files `download` leaves for `<stem>.*` when its process dies
+    (`.<name>.<12 hex digits>.part`, see `_download`)."""
+    for path in folder.glob(f".{glob.escape(stem)}.*.part"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+async def _release(journal: Journal, task_id: str, variant: str, base_url: str) -> None:
     """Give the claim back, even under cancellation; a failure to is only logged (a claim of
     this process is taken over once it has ended)."""
-    release = asyncio.ensure_future(journal.release_download(task_id, variant))
+    release = asyncio.ensure_future(journal.release_download(task_id, variant, base_url=base_url))
     try:
         await asyncio.shield(release)
     except asyncio.CancelledError:

@@ -69,7 +69,11 @@ class TaskWaits:
             return
         try:
             where, size = await asyncio.to_thread(saved_file, path)
-            await self._journal.record_download(task_id, variant, where, size)
+            if size is None:  # a device or FIFO (/dev/null, a pipe): nothing was kept
+                return
+            await self._journal.record_download(
+                task_id, variant, where, size, base_url=self._transport.base_url
+            )
         except (OSError, JournalError) as exc:
             logger.warning("the journal could not record the download of %s to %s: %s", task_id, path, exc)
 

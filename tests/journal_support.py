@@ -23,6 +23,10 @@ VIDEO = sample_file("mp4")
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.part$")
 """The name `download` gives a file while it arrives (sora_async/_download.py)."""
 
+PROBE = re.compile(r"^\.sora-probe-[0-9a-f]{12}$")
+"""The empty file `check_destination` creates and removes at once to learn that a folder is
+writable (sora_async/_download_plan.py)."""
+
 
 class Child:
     """A `journal_child.py` process: started, told to go, then read or killed."""
@@ -131,6 +135,8 @@ def files(folder: pathlib.Path) -> tuple[dict[str, bytes], dict[str, int]]:
     final: dict[str, bytes] = {}
     temporary: dict[str, int] = {}
     for path in folder.iterdir():
+        if PROBE.match(path.name) and path.stat().st_size == 0:
+            continue  # a kill between creating and removing the destination check's empty probe
         if path.name.startswith("."):
             assert TEMPORARY.match(path.name), f"an unexpected hidden file: {path.name}"
             temporary[path.name] = path.stat().st_size

@@ -369,7 +369,7 @@ async def test_resume_waits_for_and_saves_what_an_earlier_run_left(
     assert all(path.read_bytes() == sample_file("mp4") for path in folder.iterdir())
     for task_id in left:
         assert f"saved: {folder / f'{task_id}_source.mp4'}" in out.splitlines()
-    assert out.splitlines()[-1] == "3 done, 0 failed, 0 not found, 0 still pending, 0 in doubt"
+    assert out.splitlines()[-1] == "3 finished, 3 saved, 0 failed, 0 not found, 0 still pending, 0 in doubt"
     assert await pending_ids(journal_file) == []
     polls = sum(server.polls(t) for t in left)
     code, out, _ = await run_cli("resume", "-o", str(folder), *against(server))
@@ -395,7 +395,8 @@ async def test_resume_reports_failures_still_pending_and_creates_in_doubt(
     lines = out.splitlines()
     assert any(line.endswith(f"{failing} FAILURE (moderation)") for line in lines)
     assert f"saved: {tmp_path / f'{fine}_source.mp4'}" in lines
-    assert "1 done, 1 failed, 1 not found, 0 still pending, 1 in doubt" in lines
+    assert "1 finished, 1 saved, 1 failed, 1 not found, 0 still pending, 1 in doubt" in lines
+    assert any(line.startswith(f"not found: {unknown}: the gateway does not know them") for line in lines)
     assert any(line.endswith(f"{unknown} not found: task_not_exist (HTTP 400)") for line in lines)
     assert f'in doubt: create {ref}, sent {local_time(sent_at)}, prompt "a lost kite"' in lines
     assert "CometAPI's dashboard" in out
@@ -411,9 +412,23 @@ async def test_resume_names_what_is_still_pending_when_its_timeout_passes(
     assert time.monotonic() - started < 10
     assert code == EXIT_TIMEOUT, err
     lines = out.splitlines()
-    assert "0 done, 0 failed, 0 not found, 1 still pending, 0 in doubt" in lines
+    assert "0 finished, 0 saved, 0 failed, 0 not found, 1 still pending, 0 in doubt" in lines
     assert any(line.startswith(f"still pending: {slow}; run sora-async resume -o ") for line in lines)
     assert await pending_ids(journal_file) == [slow]
+
+
+async def test_resume_names_unfinished_tasks_of_another_api(
+    server: FakeSoraServer, tmp_path: pathlib.Path, journal_file: pathlib.Path
+) -> None:
+    async with FakeSoraServer(api_key=KEY) as other:
+        async with SoraClient(KEY, base_url=other.url, journal=journal_file) as client:
+            await client.create_video("a kite of the other API")
+        elsewhere = other.url
+    code, out, err = await run_cli("resume", "-o", str(tmp_path), *against(server))
+    assert code == EXIT_OK, err
+    assert out.splitlines()[-1] == (
+        f"1 unfinished task of another API: sora-async resume --base-url {elsewhere} picks it up"
+    )
 
 
 async def test_resume_json(
@@ -427,7 +442,14 @@ async def test_resume_json(
     assert [task["task_id"] for task in document["tasks"]] == [fine]
     assert document["files"] == [{"task_id": fine, "file": str(tmp_path / f"{fine}_source.mp4")}]
     assert [create["ref"] for create in document["in_doubt"]] == [ref]
-    assert document["summary"] == {"done": 1, "failed": 0, "not_found": 0, "still_pending": 0, "in_doubt": 1}
+    assert document["summary"] == {
+        "finished": 1,
+        "saved": 1,
+        "failed": 0,
+        "not_found": 0,
+        "still_pending": 0,
+        "in_doubt": 1,
+    }
     events = [json.loads(line)["event"] for line in err.splitlines()]
     assert "outcome" in events
     assert "download" in events

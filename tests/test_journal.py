@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pathlib
 import socket
 import sqlite3
@@ -574,22 +575,31 @@ async def test_a_client_resumes_only_the_tasks_of_its_own_api(tmp_path: pathlib.
         assert two.polls(mine) == 0
 
 
-async def test_a_task_the_gateway_no_longer_knows_ends_the_resume_and_is_not_pending_again(
+async def test_a_task_the_gateway_says_it_does_not_know_stays_pending_and_a_later_snapshot_wins(
     server: FakeSoraServer, tmp_path: pathlib.Path
 ) -> None:
+    """A resume told "task_not_exist" (another key, a passing error, an expired task) notes it as
+    NOT_FOUND and keeps the task: nothing is dropped on one answer, and the next snapshot wins."""
     path = tmp_path / "jobs.sqlite3"
     async with client_for(server, path) as client:
         task_id = await client.create_video("a kite")
-        server.tasks.clear()  # expired upstream
+        not_found = Fault(400, {"code": "task_not_exist", "message": "task_not_exist", "data": None})
+        server.inject(not_found, route="query", task_id=task_id)
         async with client.resume(timeout=10) as outcomes:
             [(got, outcome)] = [item async for item in outcomes]
         assert (got, type(outcome).__name__) == (task_id, "TaskNotFoundError")
+        [noted] = await client.pending()
+        assert (noted.task_id, noted.status, noted.is_terminal) == (task_id, "NOT_FOUND", False)
+        assert "task_not_exist" in noted.fail_reason
+        async with client.resume(timeout=10) as outcomes:
+            [(got, outcome)] = [item async for item in outcomes]
+        assert isinstance(outcome, Task)
         assert await client.pending() == []
         [record] = await client.journal.tasks()  # type: ignore[union-attr]
-    assert (record.status, record.is_terminal) == ("NOT_FOUND", True)
-    assert rows(path, "SELECT status FROM changes WHERE task_id = ? ORDER BY at".replace("?", repr(task_id)))[
-        -1
-    ] == ("NOT_FOUND",)
+    assert record.status == "SUCCESS"
+    statuses = [status for (status,) in rows(path, "SELECT status FROM changes ORDER BY at")]
+    assert statuses[0] == "NOT_FOUND"
+    assert statuses[-1] == "SUCCESS"
 
 
 async def test_download_pending_saves_only_what_was_created_here_unless_asked(
@@ -602,3 +612,114 @@ async def test_download_pending_saves_only_what_was_created_here_unless_asked(
         created = await client.generate("a kite", timeout=10)
         assert set(await client.download_pending(tmp_path / "v")) == {created.task_id}
         assert set(await client.download_pending(tmp_path / "v", only_created=False)) == {looked_at}
+
+
+async def test_the_same_task_id_on_two_servers_is_two_tasks(tmp_path: pathlib.Path) -> None:
+    """A fake server hands out the same ids on every start: a task is (API root, task id)."""
+    path = tmp_path / "jobs.sqlite3"
+    async with FakeSoraServer(api_key=KEY) as one, FakeSoraServer(api_key=KEY) as two:
+        async with client_for(one, path) as first:
+            done = await first.generate("a kite on the first server", timeout=10)
+            await first.download(done, tmp_path / "one")
+        async with client_for(two, path) as second:
+            again = await second.create_video("a kite on the second server")
+            assert again == done.task_id  # the same id
+            [pending] = await second.pending()
+            assert (pending.task_id, pending.prompt, pending.status) == (
+                again,
+                "a kite on the second server",
+                "SUBMITTED",
+            )
+            async with second.resume(timeout=10) as outcomes:
+                assert [task_id async for task_id, _ in outcomes] == [again]
+            assert set(await second.download_pending(tmp_path / "two")) == {again}
+        urls = (one.url, two.url)
+    journal = SQLiteJournal(path)
+    records = await journal.tasks()
+    await journal.aclose()
+    assert sorted((r.base_url, r.prompt, r.status, len(r.downloads)) for r in records) == sorted(
+        [
+            (urls[0], "a kite on the first server", "SUCCESS", 1),
+            (urls[1], "a kite on the second server", "SUCCESS", 1),
+        ]
+    )
+
+
+async def test_records_of_another_host_are_trusted_for_a_lease_then_taken_over(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A container has its own hostname and pids: its process cannot be asked, so its records
+    are trusted for a while only."""
+    journal = SQLiteJournal(tmp_path / "jobs.sqlite3")
+    elsewhere = "another-host-or-container:4242:77"
+    now = time.time()
+    for ref, age in (("young", 60.0), ("old", _journal_sqlite.SENDING_LEASE + 60.0)):
+        await journal.record_create(
+            CreateRecord(
+                ref=ref, format="reverse", prompt=f"a {ref} kite", sent_at=now - age, owner=elsewhere
+            )
+        )
+    assert [c.ref for c in await journal.creates(in_doubt=True)] == ["old"]
+    await journal.aclose()
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        for task_id, age in (("task_young", 60.0), ("task_old", _journal_sqlite.CLAIM_LEASE + 60.0)):
+            db.execute(
+                "INSERT INTO downloads (base_url, task_id, variant, path, size, state, owner, at) "
+                "VALUES (?, ?, 'source', '/v', NULL, 'claimed', ?, ?)",
+                (API, task_id, elsewhere, now - age),
+            )
+    journal = SQLiteJournal(path)
+    assert await journal.claim_download("task_young", "source", "/v", base_url=API) == "busy"
+    assert await journal.claim_download("task_old", "source", "/v", base_url=API) == "claimed"
+    await journal.aclose()
+
+
+def test_a_batch_on_the_thread_when_its_event_loop_ends_does_not_stall_the_next_loop(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    journal = SQLiteJournal(path, flush_interval=0.05)
+    asyncio.run(journal.flush())  # created
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the timer's batch will wait for this lock on the thread
+
+    async def first() -> None:
+        journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.QUEUED, progress=""), API)
+        await asyncio.sleep(0.3)  # the timer fired; its batch waits on the thread
+
+    asyncio.run(first())
+    other.execute("ROLLBACK")
+    other.close()
+
+    async def second() -> list[str]:
+        return [task.status for task in await asyncio.wait_for(journal.tasks(), 10)]
+
+    assert asyncio.run(second()) == ["QUEUED"]
+    asyncio.run(journal.aclose())
+
+
+async def test_a_database_of_something_else_is_refused_and_left_as_it_was(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    before = path.read_bytes()
+    journal = SQLiteJournal(path)
+    with pytest.raises(JournalError, match="not a sora_async journal"):
+        await journal.tasks()
+    await journal.aclose()
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
+
+
+async def test_a_download_to_a_device_is_not_recorded_as_saved(
+    server: FakeSoraServer, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    async with client_for(server, path) as client:
+        task = await client.generate("a kite", timeout=10)
+        await client.download(task, os.devnull)
+        saved = await client.download_pending(tmp_path / "videos")
+    assert set(saved) == {task.task_id}  # /dev/null kept nothing

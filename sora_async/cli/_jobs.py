@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import pathlib
+import shlex
 import time
 from collections.abc import Sequence
 from typing import IO, Any
@@ -15,7 +16,7 @@ from typing import IO, Any
 import msgspec
 
 from sora_async._client import SoraClient
-from sora_async._errors import InvalidTaskIdError, SoraError, TaskNotFoundError
+from sora_async._errors import InvalidTaskIdError, SoraError
 from sora_async._journal import CreateRecord, TaskRecord
 from sora_async._journal_sqlite import SQLiteJournal
 from sora_async._models import Task
@@ -25,7 +26,7 @@ from ._args import EXIT_NOT_FOUND, EXIT_OK, option
 from ._commands import open_client
 from ._display import Display, error_json, error_words, make_display, task_json
 from ._failures import about_the_server, exit_code_for, most_pressing
-from ._state import journal_flags, journal_path, resume_command
+from ._state import journal_flags, journal_path, plural, resume_command
 
 PROMPT_WIDTH = 40
 """Characters of a prompt the jobs table shows."""
@@ -206,18 +207,37 @@ def check_folder(output: str) -> None:
         raise ValueError(f"-o {output} is a file; resume saves each video into a folder")
 
 
+async def other_apis(client: SoraClient) -> dict[str, int]:
+    """{API root: unfinished tasks} for the journal's tasks of other APIs than the client's."""
+    assert client.journal is not None
+    counts: dict[str, int] = {}
+    for task in await client.journal.tasks(pending=True):
+        if task.base_url not in ("", client.base_url):
+            counts[task.base_url] = counts.get(task.base_url, 0) + 1
+    return counts
+
+
+def print_other_apis(elsewhere: dict[str, int], out: IO[str]) -> None:
+    for base_url, count in sorted(elsewhere.items()):
+        print(
+            f"{plural(count, 'unfinished task')} of another API: sora-async resume --base-url "
+            f"{shlex.quote(base_url)} picks {'it' if count == 1 else 'them'} up",
+            file=out,
+        )
+
+
 async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     journal = journal_path(args, need="resume")
     check_folder(args.output)
     results: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
     codes: list[int] = []
-    done = failed = lost = 0
+    finished = saved = failed = 0
     display: Display | None = None
     unsaved: list[str] = []  # SUCCESS tasks whose download failed
 
     def on_saved(task_id: str, what: pathlib.Path | SoraError) -> None:
-        nonlocal done
+        nonlocal saved
         if isinstance(what, SoraError):
             codes.append(exit_code_for(what))
             unsaved.append(task_id)
@@ -227,7 +247,7 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
             else:
                 print(f"{task_id} not saved: {error_words(what)}", file=out, flush=True)
             return
-        done += 1
+        saved += 1
         files.append({"task_id": task_id, "file": str(what)})
         if args.json:
             print(json.dumps({"event": "download", "task_id": task_id, "file": str(what)}), file=err)
@@ -255,17 +275,18 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
                             raise outcome  # every other task would fail alike
                         display.outcome(task_id, outcome, len(results) + 1, total)
                         if isinstance(outcome, Task):
+                            finished += 1
                             results.append(task_json(outcome))
                             continue
                         results.append(error_json(task_id, outcome))
                         code = exit_code_for(outcome)
                         codes.append(code)
                         failed += isinstance(outcome, TaskFailedError)
-                        lost += isinstance(outcome, TaskNotFoundError)
                 display.close()
             await client.download_pending(args.output, on_saved=on_saved)
-            still = await client.pending()
+            left = await client.pending()
             doubts = await client.in_doubt()
+            elsewhere = await other_apis(client)
     except (asyncio.CancelledError, KeyboardInterrupt):
         if display is not None:
             display.close()
@@ -279,33 +300,39 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
     finally:
         if display is not None:
             display.close()
-    pending_ids = [task.task_id for task in still] + unsaved
+    # Said to be unknown by the gateway (kept: another key or base URL may know them).
+    unknown = [task.task_id for task in left if task.status == "NOT_FOUND"]
+    pending_ids = [task.task_id for task in left if task.status != "NOT_FOUND"] + unsaved
     if args.json:
         document: dict[str, Any] = {
             "journal": str(journal),
             "tasks": results,
             "files": files,
             "still_pending": pending_ids,
+            "not_found": unknown,
             "in_doubt": [record_json(create) for create in doubts],
+            "other_apis": elsewhere,
             "summary": {
-                "done": done,
+                "finished": finished,
+                "saved": saved,
                 "failed": failed,
-                "not_found": lost,
+                "not_found": len(unknown),
                 "still_pending": len(pending_ids),
                 "in_doubt": len(doubts),
             },
         }
         print(json.dumps(document), file=out)
         return most_pressing(codes)
-    if not results and not files and not pending_ids and not doubts:
+    if not results and not files and not pending_ids and not unknown and not doubts:
         print(
             f"nothing to resume: no unfinished task and no video left to save in the journal {journal}",
             file=out,
         )
+        print_other_apis(elsewhere, out)
         return EXIT_OK
     print(
-        f"{done} done, {failed} failed, {lost} not found, {len(pending_ids)} still pending, "
-        f"{len(doubts)} in doubt",
+        f"{finished} finished, {saved} saved, {failed} failed, {len(unknown)} not found, "
+        f"{len(pending_ids)} still pending, {len(doubts)} in doubt",
         file=out,
     )
     if pending_ids:
@@ -313,5 +340,12 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
             f"still pending: {' '.join(pending_ids)}; run {resume_command(args, args.output)} again later",
             file=out,
         )
+    if unknown:
+        print(
+            f"not found: {' '.join(unknown)}: the gateway does not know them (another key or base URL, "
+            f"or expired); they stay in the journal until sora-async jobs forget ID{journal_flags(args)}",
+            file=out,
+        )
     print_doubts(doubts, args, out)
+    print_other_apis(elsewhere, out)
     return most_pressing(codes)
