@@ -455,7 +455,8 @@ def _write_rows(db: sqlite3.Connection, rows: list[_Row]) -> None:
     """The snapshots, in two statements whatever their number (one JSON parameter each):
     the thread hands the GIL back twice, not twice per row."""
     data = msgspec.json.encode(rows)
-    db.execute(_ADOPT_TASKS, (data,))
+    if db.execute("SELECT 1 FROM tasks WHERE base_url = '' LIMIT 1").fetchone() is not None:
+        db.execute(_ADOPT_TASKS, (data,))  # only while records older than schema 2 remain
     db.execute(_INSERT_CHANGES, (data,))
     db.execute(_UPSERT_TASKS, (data,))
 
