@@ -7,7 +7,8 @@ so that this costs little:
 
 - a create's intent, its answer and each finished download are committed
   before the call goes on (the create leaves only once its intent is on
-  disk); concurrent callers share one commit;
+  disk); writes that arrive while a commit is on the journal's thread go
+  together in the next one, so concurrent callers share commits;
 - snapshots seen by polls are buffered in memory and committed together
   every `flush_interval` seconds (0.5 s by default): polling 10,000 tasks
   costs one fsync per interval, not one per poll. A crash loses at most
@@ -16,8 +17,12 @@ so that this costs little:
 All SQLite work runs on one thread the journal owns, never on the event
 loop. Several processes may share one file: SQLite's locks serialise their
 writes (a writer waits up to `busy_timeout` seconds), and download claims
-name their process, so two processes never save the same file. WAL needs a
-local file system; do not put the journal on a network share.
+name their process, so two processes never save the same file. A process
+of this host is asked whether it still runs; one of another host (another
+machine, or a container with its own hostname) cannot be, so its unanswered
+creates count as in doubt after `SENDING_LEASE` seconds and its download
+claims are taken over after `CLAIM_LEASE`. WAL needs a local file system;
+do not put the journal on a network share.
 
 The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[n]` brings
 version n to n + 1, and each runs in one transaction when a journal is

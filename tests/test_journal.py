@@ -7,6 +7,7 @@ processes on one file in test_journal_processes.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pathlib
@@ -62,8 +63,16 @@ def client_for(server: FakeSoraServer, journal: Any, **options: Any) -> SoraClie
 
 def rows(path: pathlib.Path, sql: str) -> list[tuple[Any, ...]]:
     """What another connection (another process) reads from the journal file now."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute(sql).fetchall()
+
+
+def committed(path: pathlib.Path, sql: str) -> list[tuple[Any, ...]] | None:
+    """`rows`, or None while the journal has not made its tables yet."""
+    try:
+        return rows(path, sql)
+    except sqlite3.OperationalError:
+        return None
 
 
 # --- creates: the intent before, the answer after --------------------------------------
@@ -165,7 +174,7 @@ async def test_a_create_that_never_left_the_budget_leaves_no_record(
     async with client_for(server, path, max_concurrency=1) as client:
         server.inject(Fault(200, {}, delay=2.0), route="query")
         slow = asyncio.ensure_future(client.get_task("task_holding_the_only_slot"))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: server.polls("task_holding_the_only_slot") == 1)  # it holds the slot
         with pytest.raises(APITimeoutError) as raised:
             await client.create_video("a kite", timeout=0.3)
         assert raised.value.request_sent is False
@@ -290,9 +299,9 @@ async def test_snapshots_are_committed_together_not_one_commit_per_poll(
     for n in range(10_000):
         journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"), API)
     assert commits == []  # nothing on the event loop's path
-    await asyncio.sleep(0.6)  # the flush interval passes: committed without anyone asking
+    # The flush interval passes: committed, in one batch, without anyone asking.
+    await eventually(lambda: committed(journal.path, "SELECT count(*) FROM tasks") == [(10_000,)])
     assert commits == [10_000]
-    assert rows(journal.path, "SELECT count(*) FROM tasks") == [(10_000,)]
     # unchanged snapshots are not written again
     for n in range(10_000):
         journal.record_snapshot(Task(task_id=f"task_{n:05}", status=TaskStatus.QUEUED, progress="20%"), API)
@@ -478,13 +487,16 @@ def test_a_journal_used_under_a_second_event_loop_still_commits_on_its_own(tmp_p
     """A client may be used again under a second asyncio.run; the first loop's timer never fires."""
     journal = SQLiteJournal(tmp_path / "jobs.sqlite3", flush_interval=0.05)
 
-    async def snapshot(status: TaskStatus, wait: float) -> None:
-        journal.record_snapshot(Task(task_id="task_1", status=status, progress=""), API)
-        await asyncio.sleep(wait)
+    async def queued() -> None:
+        journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.QUEUED, progress=""), API)
 
-    asyncio.run(snapshot(TaskStatus.QUEUED, 0))  # the loop ends before the timer fires
-    asyncio.run(snapshot(TaskStatus.IN_PROGRESS, 0.5))
-    assert rows(journal.path, "SELECT status FROM changes") == [("QUEUED",), ("IN_PROGRESS",)]
+    async def in_progress() -> None:
+        journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.IN_PROGRESS, progress=""), API)
+        expected = [("QUEUED",), ("IN_PROGRESS",)]
+        await eventually(lambda: committed(journal.path, "SELECT status FROM changes") == expected)
+
+    asyncio.run(queued())  # the loop ends before the timer fires
+    asyncio.run(in_progress())  # committed by this loop's timer, nobody asking
     asyncio.run(journal.aclose())
 
 
@@ -686,7 +698,7 @@ def test_a_batch_on_the_thread_when_its_event_loop_ends_does_not_stall_the_next_
 
     async def first() -> None:
         journal.record_snapshot(Task(task_id="task_1", status=TaskStatus.QUEUED, progress=""), API)
-        await asyncio.sleep(0.3)  # the timer fired; its batch waits on the thread
+        await eventually(lambda: journal._busy is not None)  # the timer fired; its batch waits on the thread
 
     asyncio.run(first())
     other.execute("ROLLBACK")

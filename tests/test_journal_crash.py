@@ -351,7 +351,8 @@ async def test_a_batch_killed_at_any_moment_resumes_with_nothing_lost_or_doubled
     elif point == "polling":
         assert row.created == COUNT == 50
         assert row.pending >= 1
-        assert row.finished + row.failed == COUNT
+        # Each ended, once; or its answer had not reached the journal and its create is in doubt.
+        assert row.finished + row.failed + row.doubt_made == COUNT
     elif point == "download":
         assert row.partial >= 1, "the kill left a temporary file"
         assert row.saved_by_resume >= 1
