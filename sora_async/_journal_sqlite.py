@@ -461,7 +461,7 @@ def _write_rows(db: sqlite3.Connection, rows: list[_Row]) -> None:
     the thread hands the GIL back twice, not twice per row."""
     data = msgspec.json.encode(rows)
     if db.execute("SELECT 1 FROM tasks WHERE base_url = '' LIMIT 1").fetchone() is not None:
-        db.execute(_ADOPT_TASKS, (data,))  # only while records older than schema 2 remain
+        db.execute(_ADOPT_TASKS, (data, data))  # only while records older than schema 2 remain
     db.execute(_INSERT_CHANGES, (data,))
     db.execute(_UPSERT_TASKS, (data,))
 
@@ -679,9 +679,9 @@ _SELECT_TASKS = (
 # A snapshot row in JSON: [task id, format, status, progress, percent, fail reason, final, time,
 # base URL].
 _ADOPT_TASKS = (  # a task recorded before records named their API is the first client's to see it
-    "UPDATE tasks SET base_url = (SELECT json_extract(value, '$[8]') FROM json_each(?1) "
+    "UPDATE tasks SET base_url = (SELECT json_extract(value, '$[8]') FROM json_each(?) "
     "WHERE json_extract(value, '$[0]') = tasks.task_id) "
-    "WHERE base_url = '' AND task_id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))"
+    "WHERE base_url = '' AND task_id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))"
 )
 _INSERT_CHANGES = (
     "INSERT INTO changes (base_url, task_id, at, status, progress, percent) "

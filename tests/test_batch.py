@@ -153,6 +153,17 @@ async def test_a_non_string_or_a_single_string_is_refused_up_front(
     assert not server.arrivals
 
 
+DELIVERY_JITTER = 0.2
+"""Seconds by which the server may see requests later than the budget let them go.
+
+The fake server shares the client's event loop and process: on a loaded
+machine (the suite runs in 4 processes on 2 cores) requests admitted on time
+can reach its handler in a bunch, so a one-second window there may hold a
+little more than the rate allowed. The span of the whole run is the check
+load cannot blur: N requests at the rate take at least (N - burst) / rate
+seconds, less that jitter at the ends."""
+
+
 async def test_rate_limit_holds_at_the_server(server: FakeSoraServer, client: SoraClient) -> None:
     """With rate_limit=300, no one-second window at the server sees more than rate + burst (plus margin)."""
     timeline = [("QUEUED", "20%"), ("IN_PROGRESS", "30%"), ("SUCCESS", "100%")]
@@ -160,7 +171,8 @@ async def test_rate_limit_holds_at_the_server(server: FakeSoraServer, client: So
     results = await client.wait_many(ids, concurrency=64, rate_limit=300.0)
     assert all(isinstance(outcome, Task) for outcome in results.values())
     assert len(server.arrivals) == 600
-    assert server.max_requests_in_window(1.0) <= 300 + 30 + 15
+    assert server.arrivals[-1] - server.arrivals[0] >= (600 - 30) / 300 - DELIVERY_JITTER
+    assert server.max_requests_in_window(1.0) <= 300 * (1 + DELIVERY_JITTER) + 30 + 15
 
 
 async def test_clients_budget_is_shared_by_every_call(server: FakeSoraServer) -> None:
@@ -171,7 +183,8 @@ async def test_clients_budget_is_shared_by_every_call(server: FakeSoraServer) ->
     async with SoraClient(KEY, base_url=server.url, poll=FAST_POLL, rate_limit=250.0) as c:
         await asyncio.gather(c.wait_many(batch, concurrency=32), *(c.wait_until_done(t) for t in singles))
     assert len(server.arrivals) == 600
-    assert server.max_requests_in_window(1.0) <= 250 + 25 + 15
+    assert server.arrivals[-1] - server.arrivals[0] >= (600 - 25) / 250 - DELIVERY_JITTER
+    assert server.max_requests_in_window(1.0) <= 250 * (1 + DELIVERY_JITTER) + 25 + 15
 
 
 async def test_429_pauses_the_whole_batch(server: FakeSoraServer, client: SoraClient) -> None:
