@@ -523,8 +523,10 @@ class SoraClient(TaskWaits):
         """The journal's unfinished tasks (both API formats), oldest first.
 
         Tasks created or waited on by any process sharing the journal count,
-        this one's included. Creates in doubt have no task id and are listed
-        by `in_doubt` instead.
+        this one's included, of this client's `base_url` only. A task the
+        gateway said it does not know (status "NOT_FOUND") stays listed until
+        a snapshot says otherwise or it is forgotten. Creates in doubt have
+        no task id and are listed by `in_doubt` instead.
 
         Raises:
             ValueError: The client has no journal.

@@ -154,7 +154,7 @@ class Journal(abc.ABC):
     """Where a client records creates, status changes and downloads; see the module docstring.
 
     `SQLiteJournal` is the default. A client calls `record_*` and the claim
-    methods; the readers (`tasks`, `creates_in_doubt`) and `forget` serve
+    methods; the readers (`tasks`, `creates`) and `forget` serve
     `SoraClient.pending`, `resume`, `download_pending` and the CLI's `jobs`.
 
     Durable methods (awaited) return once their record survives a crash of

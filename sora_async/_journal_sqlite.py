@@ -403,7 +403,13 @@ class SQLiteJournal(Journal):
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path!r}: {exc}", path=path) from exc
         try:
-            _check_ours(db)  # before anything is changed in someone else's file
+            # Before anything is changed in someone else's file; in one read transaction, so
+            # that another process creating the journal meanwhile is seen whole or not at all.
+            db.execute("BEGIN")
+            try:
+                _check_ours(db)
+            finally:
+                db.execute("COMMIT")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db)
@@ -491,6 +497,20 @@ def _update_create(
         (state, task_id, error, now, ref),
     )
     if task_id is not None:
+        # An id the server handed out before (a fake server started again on the same port):
+        # the new task takes the record over; the old create keeps no task.
+        reused = db.execute(
+            "UPDATE creates SET task_id = NULL, error = 'the server handed its task id out again' "
+            "WHERE task_id = ? AND ref != ? AND base_url = (SELECT base_url FROM creates WHERE ref = ?)",
+            (task_id, ref, ref),
+        ).rowcount
+        if reused:
+            for table in ("tasks", "changes", "downloads"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE task_id = ? "  # noqa: S608  # constant table names
+                    "AND base_url = (SELECT base_url FROM creates WHERE ref = ?)",
+                    (task_id, ref),
+                )
         db.execute(
             "INSERT INTO tasks (base_url, task_id, format, status, first_seen, updated_at) "
             "SELECT base_url, ?, format, 'SUBMITTED', ?, ? FROM creates WHERE ref = ? "
@@ -718,13 +738,20 @@ class _transaction:
 
 
 def _check_ours(db: sqlite3.Connection) -> None:
-    """Refuse a database that holds tables and no schema version: someone else's.
+    """Refuse, before anything in the file is changed, a database of a newer sora_async, or of
+    something else: tables without a schema version, or a version without our tables.
 
     Raises:
-        JournalError: It is.
+        JournalError: It is one of those.
     """
     (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"the journal has schema version {version}, written by a newer sora_async; "
+            f"this one reads up to version {SCHEMA_VERSION}"
+        )
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if (version == 0 and tables) or (version > 0 and not {"creates", "tasks", "changes"} <= tables):
         raise JournalError(
             "the file is a SQLite database of something else, not a sora_async journal; choose another file"
         )

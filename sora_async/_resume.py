@@ -50,7 +50,8 @@ class Resume:
         batch = self._batch if self._batch is not None else await self._open()
         task_id, outcome = await batch.__anext__()
         if isinstance(outcome, TaskNotFoundError):
-            # Gone from the gateway (expired, or of another deployment): never pending again.
+            # Unknown to the gateway (expired, another key or base URL, a passing error): noted
+            # as NOT_FOUND, still pending; a later snapshot wins.
             await self._journal.record_not_found(task_id, str(outcome), base_url=self._base_url)
         return task_id, outcome
 

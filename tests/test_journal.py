@@ -735,3 +735,44 @@ async def test_a_download_to_a_device_is_not_recorded_as_saved(
         await client.download(task, os.devnull)
         saved = await client.download_pending(tmp_path / "videos")
     assert set(saved) == {task.task_id}  # /dev/null kept nothing
+
+
+async def test_a_task_id_handed_out_again_by_a_restarted_server_is_the_new_task(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A fake server started again on the same port repeats its ids: the new create's task takes
+    the record over, so it is pending (and resumed), not hidden behind the old one's SUCCESS."""
+    path = tmp_path / "jobs.sqlite3"
+    async with FakeSoraServer(api_key=KEY) as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        async with client_for(first, path) as client:
+            old = await client.generate("the first kite", timeout=10)
+            await client.download(old, tmp_path / "one")
+    async with FakeSoraServer(api_key=KEY, port=port) as again, client_for(again, path) as client:
+        new = await client.create_video("the second kite")
+        assert new == old.task_id
+        [pending] = await client.pending()
+        assert (pending.task_id, pending.prompt, pending.downloads) == (new, "the second kite", ())
+        async with client.resume(timeout=10) as outcomes:
+            assert [task_id async for task_id, _ in outcomes] == [new]
+        assert set(await client.download_pending(tmp_path / "two")) == {new}
+        creates = {c.prompt: c for c in await client.journal.creates()}  # type: ignore[union-attr]
+    assert creates["the first kite"].task_id is None
+    assert "handed its task id out again" in creates["the first kite"].error
+
+
+@pytest.mark.parametrize("version", [1, 2, 9])
+async def test_a_database_of_something_else_with_a_schema_version_is_refused_untouched(
+    tmp_path: pathlib.Path, version: int
+) -> None:
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.execute(f"PRAGMA user_version = {version}")
+        db.commit()
+    before = path.read_bytes()
+    journal = SQLiteJournal(path)
+    with pytest.raises(JournalError, match=r"something else|newer"):
+        await journal.tasks()
+    await journal.aclose()
+    assert path.read_bytes() == before

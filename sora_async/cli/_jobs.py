@@ -59,7 +59,8 @@ def local_time(unix: float) -> str:
 
 def excerpt(prompt: str, width: int = PROMPT_WIDTH) -> str:
     """The start of a prompt on one line, cut with an ellipsis."""
-    line = " ".join(prompt.split())
+    # Control characters (an escape sequence would restyle the terminal) become spaces.
+    line = " ".join("".join(ch if ch.isprintable() else " " for ch in prompt).split())
     return line if len(line) <= width else line[: width - 1].rstrip() + "…"
 
 
@@ -259,16 +260,16 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
             pending = await client.pending()
             if pending:
                 display = make_display(args.json, out, err, kind="batch", total=len(pending))
-                probed = await probe(client, pending)
-                if probed is not None:
-                    display.task(probed)
                 outcomes = client.resume(
                     concurrency=args.concurrency,
                     rate_limit=args.rate,
                     timeout=args.timeout,
                     on_progress=display.task,
                 )
-                async with outcomes:
+                async with outcomes:  # reads the journal: before the probe records a final snapshot
+                    probed = await probe(client, outcomes.tasks)
+                    if probed is not None:
+                        display.task(probed)
                     total = len(outcomes.tasks)
                     async for task_id, outcome in outcomes:
                         if isinstance(outcome, SoraError) and about_the_server(outcome):
@@ -283,7 +284,8 @@ async def cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
                         codes.append(code)
                         failed += isinstance(outcome, TaskFailedError)
                 display.close()
-            await client.download_pending(args.output, on_saved=on_saved)
+            # Every finished task without a file: those `wait` followed too, as its hint promises.
+            await client.download_pending(args.output, on_saved=on_saved, only_created=False)
             left = await client.pending()
             doubts = await client.in_doubt()
             elsewhere = await other_apis(client)

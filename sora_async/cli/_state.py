@@ -18,6 +18,7 @@ from typing import IO
 
 from sora_async._client import SoraClient
 from sora_async._journal import CreateRecord, TaskRecord, process_alive
+from sora_async._journal_sqlite import SENDING_LEASE
 
 from ._args import JOURNAL_ENV, default_journal_path, journal_on, option
 from ._display import ABOVE
@@ -121,7 +122,8 @@ async def earlier_runs(
 
     def live(task: TaskRecord) -> bool:  # its create's process still runs: not an earlier run's
         owner = owners.get(task.ref) if task.ref else None
-        return bool(owner) and process_alive(owner or "")
+        # Another host's process cannot be asked: live while its task changed lately.
+        return bool(owner) and process_alive(owner or "", since=task.updated_at, lease=SENDING_LEASE)
 
     earlier = [task for task in pending if task.task_id not in exclude and not live(task)]
     return earlier, doubts
