@@ -226,7 +226,7 @@ async def test_a_file_that_is_not_our_journal_is_refused_with_a_typed_error(
     if content is not None:
         path.write_bytes(content)
     else:
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     async with client_for(server, path) as client:
         with pytest.raises(JournalError, match=message):
@@ -453,7 +453,7 @@ def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_p
     """tests/samples/journal_v1.sql was written by the first version; every later migration
     must open it and keep what it holds."""
     path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript((SAMPLES / "journal_v1.sql").read_text())
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
     db = sqlite3.connect(path, isolation_level=None)
@@ -475,11 +475,11 @@ def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_p
 
 
 def test_migrations_run_in_order_once_each() -> None:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    migrate(db)
-    migrate(db)  # a second open changes nothing
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (len(MIGRATIONS),)
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as db:
+        migrate(db)
+        migrate(db)  # a second open changes nothing
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (len(MIGRATIONS),)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"creates", "tasks", "changes", "downloads"}
 
 
@@ -674,13 +674,14 @@ async def test_records_of_another_host_are_trusted_for_a_lease_then_taken_over(
     assert [c.ref for c in await journal.creates(in_doubt=True)] == ["old"]
     await journal.aclose()
     path = tmp_path / "jobs.sqlite3"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         for task_id, age in (("task_young", 60.0), ("task_old", _journal_sqlite.CLAIM_LEASE + 60.0)):
             db.execute(
                 "INSERT INTO downloads (base_url, task_id, variant, path, size, state, owner, at) "
                 "VALUES (?, ?, 'source', '/v', NULL, 'claimed', ?, ?)",
                 (API, task_id, elsewhere, now - age),
             )
+        db.commit()
     journal = SQLiteJournal(path)
     assert await journal.claim_download("task_young", "source", "/v", base_url=API) == "busy"
     assert await journal.claim_download("task_old", "source", "/v", base_url=API) == "claimed"
@@ -713,7 +714,7 @@ def test_a_batch_on_the_thread_when_its_event_loop_ends_does_not_stall_the_next_
 
 async def test_a_database_of_something_else_is_refused_and_left_as_it_was(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "app.db"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE users (name TEXT)")
     before = path.read_bytes()
     journal = SQLiteJournal(path)
@@ -721,7 +722,7 @@ async def test_a_database_of_something_else_is_refused_and_left_as_it_was(tmp_pa
         await journal.tasks()
     await journal.aclose()
     assert path.read_bytes() == before
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
 
