@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import sys
 
 __all__ = [
     "APIConnectionError",
@@ -97,6 +98,15 @@ class SoraError(Exception):
         # Exception pickles as cls(*args), which cannot pass the keyword-only
         # arguments of the subclasses; rebuild from the attributes instead.
         return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """`exc.add_note(note)`; on Python 3.10 the same `__notes__` attribute, which its
+    tracebacks do not print."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:
+        setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
 
 
 def _rebuild(cls: type[SoraError], state: dict[str, object]) -> SoraError:

@@ -31,15 +31,14 @@ import os
 import pathlib
 import socket
 import stat
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from ._errors import APIConnectionError, APIError, JournalError, RateLimitError
+from ._errors import APIConnectionError, APIError, JournalError, RateLimitError, add_note
 from ._models import Task
 
 __all__ = [
@@ -53,9 +52,12 @@ __all__ = [
     "process_alive",
     "saved_file",
     "this_process",
+    "uncancelled",
 ]
 
 logger = logging.getLogger("sora_async")
+
+_T = TypeVar("_T")
 
 CreateState = Literal["sending", "created", "refused", "in_doubt"]
 """Where a create stands: sent and unanswered so far; answered with a task id; answered
@@ -294,7 +296,7 @@ async def journaled_create(
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             await _answer(journal, record.ref, state, error=error[:500])
             if doubt:
-                _note(
+                add_note(
                     exc,
                     f"create {record.ref} is recorded in the journal as in doubt: it was sent and the "
                     "task may exist upstream; it is never resent",
@@ -308,16 +310,23 @@ async def _answer(
     journal: Journal, ref: str, state: CreateState, *, task_id: str | None = None, error: str = ""
 ) -> None:
     """Record an answer even under cancellation: the task it names is billed."""
-    write = asyncio.ensure_future(journal.record_answer(ref, state, task_id=task_id, error=error))
     try:
-        await asyncio.shield(write)
-    except asyncio.CancelledError:
-        await asyncio.shield(write)  # finish the write, then let the cancellation go on
-        raise
+        await uncancelled(journal.record_answer(ref, state, task_id=task_id, error=error))
     except JournalError as exc:
         # The caller still gets the task id (or the error); the record stays "sending", which
         # readers report as in doubt once this process is gone: never lost, at worst doubted.
         logger.error("the journal could not record the answer of create %s (%s): %s", ref, task_id, exc)
+
+
+async def uncancelled(work: Awaitable[_T]) -> _T:
+    """Await `work` to its end even if the caller is cancelled meanwhile, then let the
+    cancellation go on: a journal write that has begun is finished, not abandoned."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.shield(task)
+        raise
 
 
 def may_have_created(exc: BaseException, format: str) -> bool:
@@ -337,13 +346,6 @@ def may_have_created(exc: BaseException, format: str) -> bool:
     if isinstance(exc, APIError):
         return exc.status_code is None or exc.status_code >= 500
     return True
-
-
-def _note(exc: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # the same attribute; 3.10's tracebacks do not print it
-        setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
 
 
 def saved_file(path: str | os.PathLike[str]) -> tuple[str, int | None]:

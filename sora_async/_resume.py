@@ -19,7 +19,7 @@ import anyio
 
 from ._engine import Batch
 from ._errors import DestinationExistsError, SoraError, TaskNotFoundError
-from ._journal import Journal, TaskRecord, saved_file
+from ._journal import Journal, TaskRecord, saved_file, uncancelled
 from ._outcomes import Outcome
 
 __all__ = ["Resume", "download_pending"]
@@ -162,12 +162,8 @@ def _remove_stale(folder: pathlib.Path, stem: str) -> None:
 async def _release(journal: Journal, task_id: str, variant: str, base_url: str) -> None:
     """Give the claim back, even under cancellation; a failure to is only logged (a claim of
     this process is taken over once it has ended)."""
-    release = asyncio.ensure_future(journal.release_download(task_id, variant, base_url=base_url))
     try:
-        await asyncio.shield(release)
-    except asyncio.CancelledError:
-        await asyncio.shield(release)
-        raise
+        await uncancelled(journal.release_download(task_id, variant, base_url=base_url))
     except SoraError as exc:
         logger.warning("the journal could not release the claim on %s: %s", task_id, exc)
 

@@ -14,12 +14,11 @@ import asyncio
 import inspect
 import logging
 import pathlib
-import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
 from ._budget import Budget, check_count, check_positive
 from ._engine import Batch, PollOnce, collect_ids, follow, outcome_of
-from ._errors import ClientClosedError, JournalError, SoraError
+from ._errors import ClientClosedError, JournalError, SoraError, add_note
 from ._gate import Gate
 from ._journal import Journal, saved_file
 from ._models import Task
@@ -347,11 +346,7 @@ def name_created_task(exc: BaseException, task_id: str, waiter: str = "wait_unti
     if isinstance(exc, SoraError) and exc.task_id is None:
         exc.task_id = task_id
     exc.__dict__.setdefault(_CREATED, task_id)
-    note = f"task {task_id} was created and is billed; wait for it with {waiter}({task_id!r})"
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # the same attribute; 3.10's tracebacks do not print it
-        setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
+    add_note(exc, f"task {task_id} was created and is billed; wait for it with {waiter}({task_id!r})")
 
 
 def created_task_id(exc: BaseException) -> str | None:
