@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from ._cadence_store import StoredCadence
 from ._errors import APIConnectionError, APIError, JournalError, RateLimitError, add_note
 from ._models import Task
 
@@ -234,6 +235,28 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Flush and release the journal. Safe to repeat."""
+
+    # Not abstract: a journal written before cadences were kept inherits these and keeps none.
+
+    async def load_cadence(self, base_url: str) -> StoredCadence | None:
+        """The gateway's refresh cadence last saved for the API at `base_url` (its times in
+        seconds and Unix times, see `StoredCadence`), or None when none is kept.
+
+        A journal that keeps no cadence inherits this, which returns None:
+        nothing is remembered in it, which costs only learning the cadence
+        again (remembering it is an optimisation). A journal that keeps cadences returns only valid ones
+        (`StoredCadence.valid`) and may raise what its other methods raise
+        (`SQLiteJournal`: `JournalError`).
+        """
+        return None
+
+    async def save_cadence(self, base_url: str, cadence: StoredCadence) -> None:  # noqa: B027  # see above
+        """Remember `cadence` for the API at `base_url`, replacing the one saved before.
+
+        A journal that keeps no cadence inherits this, which does nothing. A
+        journal that keeps cadences may raise what its other methods raise
+        (`SQLiteJournal`: `JournalError`).
+        """
 
 
 # --- creates ------------------------------------------------------------------

@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
+from ._cadence_store import StoredCadence, checked
 from ._errors import JournalError
 from ._journal import (
     ClaimResult,
@@ -155,6 +156,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE downloads",
         "ALTER TABLE downloads_2 RENAME TO downloads",
     ),
+    # 2 -> 3: the gateway's refresh cadence learned for each API root (`save_cadence`), so that
+    # a process started later polls just after its sweeps from the start. Periods and spreads in
+    # seconds, the other columns Unix times; a row read back is checked (`StoredCadence.valid`).
+    (
+        """CREATE TABLE cadence (
+            base_url TEXT PRIMARY KEY,
+            period REAL NOT NULL,
+            phase REAL NOT NULL,
+            spread REAL NOT NULL,
+            learned_at REAL NOT NULL,
+            verified_at REAL NOT NULL
+        )""",
+    ),
 )
 """`MIGRATIONS[n]`: the statements that bring a journal from schema version n to n + 1."""
 
@@ -171,6 +185,10 @@ class SQLiteJournal(Journal):
     Opened on first use (the file and its tables are created then; the
     folder must exist). Pass it to `SoraClient(journal=...)`, or pass the
     path and let the client make one.
+
+    It also keeps the gateway's refresh cadence learned for each API root
+    (`load_cadence`, `save_cadence`): a save is a durable write, a load a
+    read, and both raise `JournalError` as the other methods do.
 
     Args:
         path: The database file.
@@ -306,6 +324,34 @@ class SQLiteJournal(Journal):
         for task_id in found:
             self._seen.pop(task_id, None)
         return found
+
+    # --- the refresh cadence ------------------------------------------------------
+
+    async def load_cadence(self, base_url: str) -> StoredCadence | None:
+        """The valid cadence last saved for the API at `base_url`, or None (none saved, or a row
+        that is not valid: `StoredCadence.valid`).
+
+        Raises:
+            JournalError: The journal is closed or cannot be opened or read, as for `tasks`.
+        """
+        return await self._run(_select_cadence, base_url)
+
+    async def save_cadence(self, base_url: str, cadence: StoredCadence) -> None:
+        """Durably remember `cadence` for the API at `base_url`, replacing the one saved before.
+
+        An invalid cadence (`StoredCadence.valid`) is not saved (logged at DEBUG).
+
+        Raises:
+            JournalError: The journal is closed or cannot be opened or written, as for
+                `record_not_found`. Remembering is an optimisation: a caller may log it and go on.
+        """
+        valid = checked(cadence)
+        if valid is None:
+            logger.debug(
+                "cadence for %s not saved in journal %s: invalid values %r", base_url, self.path, cadence
+            )
+            return
+        await self._run(_upsert_cadence, base_url, valid)
 
     # --- batches: the event loop's side -------------------------------------------
 
@@ -671,11 +717,34 @@ def _delete(db: sqlite3.Connection, ids: list[str]) -> list[str]:
     return found
 
 
+def _select_cadence(db: sqlite3.Connection, base_url: str) -> StoredCadence | None:
+    row = db.execute(
+        "SELECT period, phase, spread, learned_at, verified_at FROM cadence WHERE base_url = ?", (base_url,)
+    ).fetchone()
+    if row is None:
+        return None
+    names = ("period", "phase", "spread", "learned_at", "verified_at")
+    cadence = checked(dict(zip(names, row, strict=True)))
+    if cadence is None:
+        logger.debug("journal: the cadence saved for %s is not valid: %r", base_url, row)
+    return cadence
+
+
+def _upsert_cadence(db: sqlite3.Connection, base_url: str, cadence: StoredCadence) -> None:
+    db.execute(
+        "INSERT INTO cadence (base_url, period, phase, spread, learned_at, verified_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (base_url) DO UPDATE SET period = excluded.period, "
+        "phase = excluded.phase, spread = excluded.spread, learned_at = excluded.learned_at, "
+        "verified_at = excluded.verified_at",
+        (base_url, cadence.period, cadence.phase, cadence.spread, cadence.learned_at, cadence.verified_at),
+    )
+
+
 def _nothing(db: sqlite3.Connection) -> None:
     """The work of `flush`: none beyond committing the snapshots of its batch."""
 
 
-_READS: frozenset[Callable[..., Any]] = frozenset({_select_tasks, _select_creates, _nothing})
+_READS: frozenset[Callable[..., Any]] = frozenset({_select_tasks, _select_creates, _select_cadence, _nothing})
 """Work that writes nothing: a batch of only these takes no write lock."""
 
 SENDING_LEASE = 900.0

@@ -116,3 +116,19 @@ def _journal_in_tmp_path(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     clean_env = getattr(module, "CLEAN_ENV", None)
     if isinstance(clean_env, dict):
         monkeypatch.setitem(clean_env, "SORA_ASYNC_JOURNAL", path)
+
+
+@pytest.fixture(autouse=True)
+def _state_in_tmp_path(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's state folder ($SORA_ASYNC_STATE_DIR, where a client without a journal
+    remembers the gateway's refresh cadence) is a fresh temporary folder of its own: no test
+    writes to the user's home folder or sees a cadence another test remembered. Not tmp_path
+    itself, whose files some tests count; the CLI's subprocesses get it too (`CLEAN_ENV`)."""
+    path = str(tmp_path_factory.mktemp("state"))
+    monkeypatch.setenv("SORA_ASYNC_STATE_DIR", path)
+    import sys
+
+    module = sys.modules.get("tests.test_cli_fake_server")
+    clean_env = getattr(module, "CLEAN_ENV", None)
+    if isinstance(clean_env, dict):
+        monkeypatch.setitem(clean_env, "SORA_ASYNC_STATE_DIR", path)

@@ -119,7 +119,7 @@ async def test_without_platformdirs_the_default_journal_is_a_config_error_that_s
     assert default_journal_path() is None
     code, _, err = await run_cli("jobs")
     assert code == EXIT_CONFIG, err
-    assert "pip install 'sora-async[cli]'" in err
+    assert "pip install platformdirs" in err
     assert "--journal PATH" in err
     assert "--no-journal" in err
 

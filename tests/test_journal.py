@@ -36,6 +36,7 @@ from sora_async import (
     WaitTimeoutError,
     _journal_sqlite,
 )
+from sora_async._cadence_store import StoredCadence
 from sora_async._journal_sqlite import MIGRATIONS, SCHEMA_VERSION, migrate
 from sora_async.testing import FakeSoraServer, Fault
 
@@ -451,15 +452,18 @@ async def test_without_a_journal_the_journal_methods_say_how_to_get_one() -> Non
 
 def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_path: pathlib.Path) -> None:
     """tests/samples/journal_v1.sql was written by the first version; every later migration
-    must open it and keep what it holds."""
+    must open it and keep what it holds, and it then keeps what later versions keep (the
+    refresh cadence, from version 3)."""
     path = tmp_path / "old.sqlite3"
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript((SAMPLES / "journal_v1.sql").read_text())
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
     db = sqlite3.connect(path, isolation_level=None)
     migrate(db)
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     db.close()
+    cadence = StoredCadence(period=15.0, phase=1795900005.0, spread=2.0, learned_at=1795900100.0,
+                            verified_at=1795900200.0)  # fmt: skip
 
     async def read() -> None:
         journal = SQLiteJournal(path)
@@ -469,9 +473,15 @@ def test_a_journal_of_the_first_schema_version_opens_and_keeps_its_records(tmp_p
         assert task.downloads[0].path == "/videos/task_01v1_source.mp4"
         [create] = await journal.creates()
         assert create.options == {"model": "sora-2", "seconds": "4"}
+        assert await journal.load_cadence("https://api.cometapi.com") is None
+        await journal.save_cadence("https://api.cometapi.com", cadence)
+        assert await journal.load_cadence("https://api.cometapi.com") == cadence
         await journal.aclose()
 
     asyncio.run(read())
+    assert rows(path, "SELECT base_url, period, verified_at FROM cadence") == [
+        ("https://api.cometapi.com", 15.0, 1795900200.0)
+    ]
 
 
 def test_migrations_run_in_order_once_each() -> None:
@@ -480,7 +490,7 @@ def test_migrations_run_in_order_once_each() -> None:
         migrate(db)  # a second open changes nothing
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (len(MIGRATIONS),)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"creates", "tasks", "changes", "downloads"}
+    assert tables == {"creates", "tasks", "changes", "downloads", "cadence"}
 
 
 def test_a_journal_used_under_a_second_event_loop_still_commits_on_its_own(tmp_path: pathlib.Path) -> None:
@@ -762,7 +772,7 @@ async def test_a_task_id_handed_out_again_by_a_restarted_server_is_the_new_task(
     assert "handed its task id out again" in creates["the first kite"].error
 
 
-@pytest.mark.parametrize("version", [1, 2, 9])
+@pytest.mark.parametrize("version", [1, 2, 3, 9])
 async def test_a_database_of_something_else_with_a_schema_version_is_refused_untouched(
     tmp_path: pathlib.Path, version: int
 ) -> None:

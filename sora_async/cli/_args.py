@@ -45,8 +45,8 @@ JOURNAL_FILE = "journal.sqlite3"
 
 
 def default_journal_path() -> pathlib.Path | None:
-    """`journal.sqlite3` in the user's state folder, as platformdirs names it; None without
-    platformdirs (it comes with the `cli` extra)."""
+    """`journal.sqlite3` in the user's state folder, as platformdirs names it; None if
+    platformdirs (a dependency of sora-async) cannot be imported."""
     try:
         import platformdirs
     except ImportError:

@@ -63,7 +63,7 @@ def journal_path(
     if chosen is None:
         raise ConfigError(
             "the default journal lives in your state folder, which platformdirs finds, and it is not "
-            f"installed: pip install 'sora-async[cli]', or choose a file with --journal PATH "
+            f"installed: pip install platformdirs, or choose a file with --journal PATH "
             f"(or ${JOURNAL_ENV}), or record nothing with --no-journal"
         )
     path = pathlib.Path(chosen).expanduser()
