@@ -15,6 +15,8 @@ import msgspec
 
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget, check_count, check_positive
 from ._cadence import CadencePolicy
+from ._cadence_memory import CadenceMemory
+from ._cadence_store import CadenceFile, CadenceStore, default_cadence_file
 from ._download import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DownloadProgress,
@@ -111,6 +113,14 @@ class SoraClient(TaskWaits):
             path, for a `SQLiteJournal` the client opens on first use and
             closes with itself, or a `Journal` (flushed on close, not
             closed). None (the default): nothing is recorded.
+        remember_cadence: Keep what the default `CadencePolicy` learns of the
+            gateway's refresh sweep for the next process, and start from
+            what an earlier one kept (at most `MAX_AGE`, 6 h, old; verified
+            by this process's first polls, and costing at most the backoff
+            until it is). It is kept in the journal, or without one in
+            `cadence.json` in the user's state folder
+            (`platformdirs.user_state_path("sora-async")`, or
+            `$SORA_ASYNC_STATE_DIR`). False keeps nothing and reads nothing.
 
     Attributes:
         videos: The OpenAI-format video API (`/v1/videos`: sora-2 and the
@@ -139,6 +149,7 @@ class SoraClient(TaskWaits):
         max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         journal: str | os.PathLike[str] | Journal | None = None,
+        remember_cadence: bool = True,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("COMETAPI_KEY", "")
         key = key.strip()
@@ -165,7 +176,10 @@ class SoraClient(TaskWaits):
             retry=retry if retry is not None else RetryPolicy(),
             max_retries=max_retries,
         )
-        self.videos = Videos(self._transport, self._poll, key, self._journal)
+        self._memory: CadenceMemory = CadenceMemory(
+            self._poll, _cadence_store(self._journal) if remember_cadence else None, self._transport.base_url
+        )
+        self.videos = Videos(self._transport, self._poll, key, self._journal, self._memory)
         """The OpenAI-format video API (`/v1/videos`) on this client's key, budget and poll policy."""
 
     # --- lifecycle ---------------------------------------------------------
@@ -210,6 +224,7 @@ class SoraClient(TaskWaits):
         try:
             await self._transport.aclose()
         finally:
+            await self._memory.aclose()
             journal = self._journal
             if journal is not None:
                 try:
@@ -665,6 +680,7 @@ class SoraClient(TaskWaits):
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: the engine schedules its own retries."""
+        await self._remembered()
         response = await self._transport.send("GET", task_path(task_id), None, deadline)
         return self._parse_task(response), response.retry_after
 
@@ -700,3 +716,11 @@ def _open_journal(journal: str | os.PathLike[str] | Journal | None) -> tuple[Jou
     if isinstance(journal, (str, os.PathLike)):
         return SQLiteJournal(journal), True
     raise TypeError(f"journal must be a path or a Journal, not {type(journal).__name__}")
+
+
+def _cadence_store(journal: Journal | None) -> CadenceStore | None:
+    """Where a client keeps its learned cadence: the journal, else the state folder's file."""
+    if journal is not None:
+        return journal
+    path = default_cadence_file()
+    return CadenceFile(path) if path is not None else None

@@ -32,7 +32,7 @@ from ._errors import EventLoopMismatchError, InvalidTaskIdError, ResponseDecodeE
 from ._gate import DeadlineReached, Gate
 from ._models import NULL_PAYLOAD, Task, TaskStatus, queue_wait_hint
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
-from ._policy import PollPolicy, RetryPolicy
+from ._policy import PollPolicy, RetryPolicy, TaskPolicy
 
 __all__ = [
     "CONSUMER_GRACE",
@@ -70,7 +70,8 @@ class WaitState:
 
     Args:
         task_id: The task waited for.
-        policy: Decides the delay after each answered poll.
+        policy: Decides the delay after each answered poll; the wait keeps
+            what `policy.for_task()` gives it.
         started: The clock time the wait began, in seconds.
         timeout: Seconds from `started` to the deadline, or None for none.
     """
@@ -94,7 +95,7 @@ class WaitState:
 
     def __init__(self, task_id: str, policy: PollPolicy, *, started: float, timeout: float | None) -> None:
         self.task_id = task_id
-        self.policy = policy
+        self.policy: TaskPolicy = policy.for_task()
         self.started = started
         self.timeout = timeout
         self.deadline: float | None = None

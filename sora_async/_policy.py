@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "backoff_delay"]
+__all__ = ["GATEWAY_REFRESH_SECONDS", "PollPolicy", "RetryPolicy", "TaskPolicy", "backoff_delay"]
 
 # The gateway refreshes unfinished tasks from upstream in one sweep every
 # 15 s; between sweeps a task cannot change (the gateway's task polling
@@ -38,6 +39,21 @@ def backoff_delay(attempt: int, *, initial: float, maximum: float, multiplier: f
     except OverflowError:
         return maximum
     return min(maximum, delay) if math.isfinite(delay) else maximum
+
+
+class TaskPolicy(Protocol):
+    """What one wait asks of its poll policy; `PollPolicy.for_task` returns one per wait."""
+
+    def observe(self, since: float, received_at: float, changed: bool) -> None: ...
+
+    def next_delay(
+        self,
+        polls: int,
+        *,
+        retry_after: float | None = None,
+        now: float | None = None,
+        queue_wait: float | None = None,
+    ) -> float: ...
 
 
 class PollPolicy:
@@ -87,6 +103,15 @@ class PollPolicy:
         self.multiplier = float(multiplier)
         self.jitter = float(jitter)
         self.random: Random = random if random is not None else _default_random
+
+    def for_task(self) -> TaskPolicy:
+        """The policy one wait uses for its task: this policy itself, shared by every wait.
+
+        A policy that keeps something per task (`CadencePolicy` keeps the
+        task's place in the gateway's sweep) returns an object of its own,
+        with the same `observe` and `next_delay`, for each wait.
+        """
+        return self
 
     def observe(self, since: float, received_at: float, changed: bool) -> None:
         """Learn from a poll answered at `received_at`: whether the task changed since

@@ -23,6 +23,7 @@ import aiohttp
 import msgspec
 
 from ._budget import check_count
+from ._cadence_memory import CadenceMemory
 from ._download import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     APIAccess,
@@ -96,12 +97,18 @@ class Videos(TaskWaits):
     """
 
     def __init__(
-        self, transport: Transport, poll: PollPolicy, api_key: str, journal: Journal | None = None
+        self,
+        transport: Transport,
+        poll: PollPolicy,
+        api_key: str,
+        journal: Journal | None = None,
+        memory: CadenceMemory | None = None,
     ) -> None:
         self._transport = transport
         self._poll = poll
         self._api_key = api_key
         self._journal = journal
+        self._memory = memory
 
     def __repr__(self) -> str:
         return f"<Videos of {self._transport.base_url}>"
@@ -347,6 +354,7 @@ class Videos(TaskWaits):
     # --- internals ----------------------------------------------------------
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
+        await self._remembered()
         response = await self._transport.send("GET", video_path(task_id), None, deadline)
         return self._parse(response), response.retry_after
 

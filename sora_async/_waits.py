@@ -17,6 +17,7 @@ import pathlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 
 from ._budget import Budget, check_count, check_positive
+from ._cadence_memory import CadenceMemory
 from ._engine import Batch, PollOnce, collect_ids, follow, outcome_of
 from ._errors import ClientClosedError, JournalError, SoraError, add_note
 from ._gate import Gate
@@ -57,6 +58,7 @@ class TaskWaits:
     _transport: Transport
     _poll: PollPolicy
     _journal: Journal | None = None
+    _memory: CadenceMemory | None = None
 
     async def _saved(self, task_id: str, variant: str, path: pathlib.Path) -> None:
         """Record a file `download` saved in the journal, if there is one.
@@ -77,10 +79,20 @@ class TaskWaits:
             logger.warning("the journal could not record the download of %s to %s: %s", task_id, path, exc)
 
     def _seen(self, task: Task) -> Task:
-        """Record a snapshot an answer carried in the journal, if there is one; return it."""
+        """Record a snapshot an answer carried in the journal, if there is one; return it.
+
+        Also lets the cadence memory save a newly verified cadence.
+        """
         if self._journal is not None:
             self._journal.record_snapshot(task, self._transport.base_url)
+        if self._memory is not None:
+            self._memory.note()
         return task
+
+    async def _remembered(self) -> None:
+        """Before a poll: adopt the cadence an earlier process remembered (once per client)."""
+        if self._memory is not None:
+            await self._memory.load()
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: (the snapshot, the server's poll hint in seconds)."""
