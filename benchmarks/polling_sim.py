@@ -40,10 +40,11 @@ import math
 import pathlib
 import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sora_async._cadence import CadencePolicy
+from sora_async._cadence import CadencePolicy, SweepEstimator
 from sora_async._policy import PollPolicy, TaskPolicy
 
 ROUND_TRIP = 0.15
@@ -377,6 +378,47 @@ def plot(tables: dict[str, list[Result]]) -> None:
     plt.close(figure)
 
 
+def update_cost(seed: int, updates: int = 5000) -> dict[str, list[float]]:
+    """Seconds per `SweepEstimator.record` + `update`, after the window of 200 brackets is full.
+
+    Three streams: changes at random times (no sweep, and no prior: every
+    update fits and fails, the worst case); a 15 s sweep learned from its
+    brackets without a prior; and a verified estimate followed over a
+    drifting sweep (a refit every few narrow brackets).
+    """
+    draw = random.Random(seed)
+
+    def timed(estimator: SweepEstimator, bracket: Callable[[int], tuple[float, float]]) -> list[float]:
+        costs = []
+        for index in range(updates):
+            start, end = bracket(index)
+            began = time.perf_counter()
+            estimator.record(start, end)
+            estimator.update()
+            if index >= 200:
+                costs.append(time.perf_counter() - began)
+        return costs
+
+    def random_change(index: int) -> tuple[float, float]:
+        end = index * 1.5 + draw.uniform(0, 1.0)
+        return end - draw.uniform(0.3, 5.5), end
+
+    def around_sweep(period: float) -> Callable[[int], tuple[float, float]]:
+        def bracket(index: int) -> tuple[float, float]:
+            moment = 3.0 + (index // 4) * period + draw.uniform(0, 0.3)
+            width = draw.uniform(0.5, 5.0)
+            start = moment - draw.uniform(0.01, width - 0.01)
+            return start, start + width
+
+        return bracket
+
+    return {
+        "no sweep, no prior (every update fits)": timed(SweepEstimator(prior=None), random_change),
+        "15 s sweep, learned without a prior": timed(SweepEstimator(prior=None), around_sweep(15.0)),
+        "15.02 s sweep, followed once verified": timed(SweepEstimator(), around_sweep(15.02)),
+    }
+
+
 def main(count: int = 10_000, seed: int = 1, *, draw: bool = True) -> list[str]:
     """Run the simulation; print and return the table, and draw the plot."""
     tables = scenarios(count, seed)
@@ -397,6 +439,17 @@ def main(count: int = 10_000, seed: int = 1, *, draw: bool = True) -> list[str]:
                 f"| {f['lag_p95']:.2f} s | {f['product']:.1f} | {f['requests'] / fixed_one['requests']:.3f} "
                 f"| {f['product'] / backoff['product']:.2f} |"
             )
+    lines += [
+        "",
+        "### SweepEstimator: one record + update, 200 brackets kept (goal: at most 2 ms each)",
+        "",
+        "| stream | median | p99 | max | updates timed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for stream, costs in update_cost(seed).items():
+        costs.sort()
+        median, p99, worst = (costs[int(len(costs) * q)] * 1e6 for q in (0.5, 0.99, 1 - 1e-9))
+        lines.append(f"| {stream} | {median:.0f} µs | {p99:.0f} µs | {worst:.0f} µs | {len(costs)} |")
     if draw:
         try:
             plot(tables)

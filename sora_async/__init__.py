@@ -2,6 +2,7 @@
 
 from ._budget import DEFAULT_MAX_RETRY_AFTER, Budget
 from ._cadence import CadencePolicy, SweepEstimator
+from ._cadence_store import CadenceFile, CadenceStore, StoredCadence
 from ._client import SoraClient
 from ._download import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadProgress, VideoStream
 from ._download_plan import Destination, Variant, check_destination
@@ -33,7 +34,7 @@ from ._journal import ClaimResult, CreateRecord, CreateState, DownloadRecord, Jo
 from ._journal_sqlite import SQLiteJournal
 from ._models import Encoding, Encodings, Generation, Task, TaskStatus, Video
 from ._outcomes import Outcome, TaskFailedError, WaitTimeoutError
-from ._policy import PollPolicy, RetryPolicy
+from ._policy import PollPolicy, RetryPolicy, TaskPolicy
 from ._protocol import Action, CreateOptions
 from ._resume import Resume
 from ._videos import InputReference, Videos
@@ -57,7 +58,9 @@ __all__ = [
     "BadRequestError",
     "Batch",
     "Budget",
+    "CadenceFile",
     "CadencePolicy",
+    "CadenceStore",
     "ClaimResult",
     "ClientClosedError",
     "ContentVariant",
@@ -91,10 +94,12 @@ __all__ = [
     "ServerError",
     "SoraClient",
     "SoraError",
+    "StoredCadence",
     "SweepEstimator",
     "Task",
     "TaskFailedError",
     "TaskNotFoundError",
+    "TaskPolicy",
     "TaskRecord",
     "TaskStatus",
     "URLExpiredError",
