@@ -23,7 +23,7 @@ import itertools
 import math
 import weakref
 
-from ._policy import GATEWAY_REFRESH_SECONDS, PollPolicy, Random, TaskPolicy
+from ._policy import GATEWAY_REFRESH_SECONDS, PollPolicy, Random, TaskPolicy, backoff_delay
 
 __all__ = ["CadencePolicy", "SweepEstimator"]
 
@@ -62,6 +62,7 @@ class SweepEstimator:
         "_judged",
         "_misses",
         "_refuted",
+        "_scale",
         "agreement",
         "fits",
         "max_period",
@@ -92,12 +93,17 @@ class SweepEstimator:
             raise ValueError("tolerance must be >= 0 and below a quarter of min_period")
         if min_sweeps < 2 or window < min_sweeps or not 0 < agreement <= 1:
             raise ValueError("need min_sweeps >= 2, window >= min_sweeps and 0 < agreement <= 1")
+        if prior is not None and not min_period <= prior <= max_period:
+            raise ValueError("prior must be None or within [min_period, max_period]")
         self.min_period = min_period
         self.max_period = max_period
         self.tolerance = tolerance
         self.min_sweeps = min_sweeps
         self.agreement = agreement
         self.prior = prior
+        # The seconds below (_MAX_NUDGE and the like) are for the gateway's 15 s sweep and
+        # the default 60 s max_period; a compressed clock (max_period 4 s) shrinks them too.
+        self._scale = min(1.0, max_period / _SCALE_PERIOD)
         """The period to test first while learning, in seconds: the gateway's documented
         15 s (PROTOCOL.md), or the last one learned or adopted."""
         self._anchor: tuple[float, float] | None = None  # the latest sweep placed, while learning
@@ -122,6 +128,12 @@ class SweepEstimator:
         from an earlier process is not, until they do)."""
 
     @property
+    def nudge(self) -> float:
+        """The most, in seconds, that one bracket just outside the predicted windows moves
+        them; a bracket farther out is a miss."""
+        return _MAX_NUDGE * self._scale
+
+    @property
     def confident(self) -> bool:
         """Whether a period and phase are known well enough to schedule by."""
         return self.period is not None
@@ -141,9 +153,9 @@ class SweepEstimator:
         if not end >= start or end - start > self.max_period:
             return  # spans too many sweeps to say anything
         if self.period is not None:
-            narrow = end - start <= min(self.period / 3, _JUDGED_WIDTH)
+            narrow = end - start <= min(self.period / 3, _JUDGED_WIDTH * self._scale)
             shift = self._shift(start, end)
-            missed = abs(shift) > _MAX_NUDGE
+            missed = abs(shift) > (self.nudge if self.verified else self.nudge / 2)
             if not missed:
                 self._misses = 0
                 if shift:  # just outside the predicted window: move the windows just enough
@@ -163,7 +175,7 @@ class SweepEstimator:
                 self._judged.append(missed)
             if missed and (not self.verified or self._misses >= 2 or sum(self._judged) >= _MISSES_ALLOWED):
                 self.forget()
-        if end - start <= _WIDEST_BRACKET:  # a wider one cannot be grouped into a sweep
+        if end - start <= _WIDEST_BRACKET * self._scale:  # a wider one cannot be grouped into a sweep
             self._brackets.append((start, end))
             self._fresh += 1
             self._hold -= 1
@@ -316,11 +328,12 @@ class SweepEstimator:
             else:
                 point = end + tolerance
                 groups.append([start - tolerance, point, 1.0])
-        widest = min(self.min_period / 2, _WIDEST_SWEEP)
+        widest = min(self.min_period / 2, _WIDEST_SWEEP * self._scale)
         return [
             ((low + high) / 2, (high - low) / 2)
             for low, high, count in groups
-            if high - low <= widest and (count >= 2 or high - low <= 2 * tolerance + _SINGLE_WIDTH)
+            if high - low <= widest
+            and (count >= 2 or high - low <= 2 * tolerance + _SINGLE_WIDTH * self._scale)
         ]
 
     def _fit(self) -> tuple[float, float] | None:
@@ -333,6 +346,8 @@ class SweepEstimator:
         jumping to a multiple.
         """
         self.fits += 1
+        resolution = _RESOLUTION * self._scale
+        fit_slack = _FIT_SLACK * self._scale
         placed = self._sweeps()
         if placed:
             centre, half = placed[-1]
@@ -352,33 +367,34 @@ class SweepEstimator:
                 for k in range(1, int(gap / self.min_period) + 1):
                     period = gap / k
                     if period <= self.max_period:
-                        candidates.add(round(period / _RESOLUTION) * _RESOLUTION)
+                        candidates.add(round(period / resolution) * resolution)
         reference = min(sweeps, key=_half)
         # A grid finer than four times the slack of its sweeps fits nearly anything.
-        slack = 2 * sorted(half for _, half in sweeps)[len(sweeps) // 2] + _FIT_SLACK
+        slack = 2 * sorted(half for _, half in sweeps)[len(sweeps) // 2] + fit_slack
         for period in sorted(candidates, reverse=True):  # the largest consistent period wins
             if period < 4 * slack:
                 break
-            ks = _on_grid(sweeps, reference, period)
+            ks = _on_grid(sweeps, reference, period, fit_slack)
             if len(ks) < self.agreement * len(sweeps):
                 continue
             distinct = {k for k, _, _ in ks}
             if len(distinct) < self.min_sweeps or max(distinct) - min(distinct) < 2:
                 continue
             # Refine on every sweep kept, older ones included: the longer the span, the finer.
-            return _line(_on_grid(placed, reference, period), period, held=self.period is not None)
+            return _line(_on_grid(placed, reference, period, fit_slack), period, held=self.period is not None)
         return None
 
 
 def _on_grid(
-    sweeps: list[tuple[float, float]], reference: tuple[float, float], period: float
+    sweeps: list[tuple[float, float]], reference: tuple[float, float], period: float, slack: float
 ) -> list[tuple[int, float, float]]:
-    """The sweeps within slack of the grid through `reference`: (k, centre, half-width)."""
+    """The sweeps within `slack` (plus both half-widths) of the grid through `reference`:
+    (k, centre, half-width)."""
     origin, origin_half = reference
     ks = []
     for centre, half in sweeps:
         k = round((centre - origin) / period)
-        if abs(centre - origin - k * period) <= half + origin_half + _FIT_SLACK:
+        if abs(centre - origin - k * period) <= half + origin_half + slack:
             ks.append((k, centre, half))
     return ks
 
@@ -386,6 +402,8 @@ def _on_grid(
 # Wider brackets are not grouped into sweeps: two of them could overlap though each
 # holds a different sweep (for any period above twice this).
 _WIDEST_BRACKET = 7.5
+# The max_period at which the constants in seconds here hold as they are; below it they shrink.
+_SCALE_PERIOD = 60.0
 # Narrow brackets windows must explain, each in another sweep, none missed, to verify an
 # estimate on probation.
 _CONFIRMATIONS = 3
@@ -462,10 +480,12 @@ class CadencePolicy(PollPolicy):
 
     **On probation** (an estimate from the prior, from a first fit, or
     remembered by an earlier process): polls keep the backoff's pace, each
-    moved up to just after the latest predicted window before it, so a wrong
-    estimate costs at most what the backoff costs; and `probe_rate` (15%) of
-    the waits probe before the window, where a change means the estimate is
-    wrong. `_CONFIRMATIONS` (3) narrow brackets that windows explain verify it.
+    moved to just after a predicted window that ends no later than the
+    longest delay the backoff's jitter can draw, so a wrong estimate costs
+    about what the backoff costs; and `probe_rate` (15%) of the waits probe
+    before the window, where a change means the estimate is wrong.
+    `_CONFIRMATIONS` (3) narrow brackets, in three sweeps, that windows
+    explain verify it.
 
     **Verified**: each poll goes `guard` seconds after the end of the next
     predicted window (skipping the sweeps before half of an upstream
@@ -616,19 +636,28 @@ class CadencePolicy(PollPolicy):
         if estimator.verified and self._learning_polls:
             self._learning_polls = self._probes = 0  # learning succeeded: next time, probe afresh
             self._share = self.probe_share
-        after_window = estimator.next_poll_time(now + skip, self.guard) - now
         if estimator.verified:
-            return max(0.05, after_window)
-        # On probation the backoff's pace holds, each poll moved up to just after the
-        # latest predicted window before it: never later than the backoff would poll,
-        # so a wrong estimate (one remembered from an earlier process, say) costs at
-        # most what the backoff costs until it is found out.
-        fallback = max(super().next_delay(polls), skip)
+            return max(0.05, estimator.next_poll_time(now + skip, self.guard) - now)
+        # On probation the backoff's pace holds: each poll goes just after the latest
+        # predicted window that ends before the longest delay the backoff's jitter can
+        # draw (or a period after the skip) and not before half the backoff's delay (or
+        # a period before that longest delay, if that is later); at the backoff's own time
+        # if no window does. A wrong estimate (one remembered from an earlier process, say)
+        # so costs about what the backoff costs until it is found out.
         period = estimator.period
         assert period is not None
-        if after_window > fallback:
-            return fallback
-        return max(0.05, after_window + math.floor((fallback - after_window) / period) * period)
+        base = backoff_delay(
+            max(0, polls - 1),
+            initial=self.initial_interval,
+            maximum=self.max_interval,
+            multiplier=self.multiplier,
+        )
+        latest = skip + period if skip > base else min(base * (1 + self.jitter), self.max_interval)
+        earliest = max(min(base / 2, latest - period), skip)
+        first = estimator.next_poll_time(now + earliest, self.guard) - now
+        if first > latest:
+            return max(super().next_delay(polls), skip)
+        return max(0.05, first + math.floor((latest - first) / period) * period)
 
     def _judge_early(self, changed: bool) -> None:
         """A probe sent well before a predicted window saw a change, or not.
@@ -679,7 +708,7 @@ class CadencePolicy(PollPolicy):
             at = end - width - self.probe_lead + reach * self.random()
             if at < now + self.probe_gap / 2:
                 return None
-            return at, None, at < end - width - _MAX_NUDGE
+            return at, None, at < end - width - estimator.nudge
         if delay >= 2 * self.probe_gap and self._take_probe():
             return now + delay - self.probe_gap, None, False  # just before the regular poll
         return None
@@ -697,7 +726,8 @@ class _TaskCadence:
     def __init__(self, policy: CadencePolicy) -> None:
         self.policy = policy
         self.after_probe: float | None = None
-        """After a probe: the poll that follows it, as a time, or NaN for `probe_gap` later."""
+        """After a probe: the poll that follows it, as a time; NaN for `probe_gap` later;
+        infinity for just after the next predicted window (once the pair is sent)."""
         self.early = False
         """Whether the poll in flight is a probe sent well before the predicted window."""
 
@@ -718,9 +748,13 @@ class _TaskCadence:
         policy = self.policy
         after, self.after_probe = self.after_probe, None
         if after is not None and retry_after is None and now is not None:
-            if math.isnan(after):
+            if math.isnan(after):  # the probe was answered: its pair follows, then the window
+                self.after_probe = math.inf
                 return policy.probe_gap
-            if after > now:
+            estimator = policy.estimator
+            if math.isinf(after) and estimator.confident and queue_wait is None:
+                return max(0.05, estimator.next_poll_time(now, policy.guard) - now)
+            if after > now and not math.isinf(after):
                 return after - now
         delay = policy.next_delay(polls, retry_after=retry_after, now=now, queue_wait=queue_wait)
         if retry_after is not None or now is None or queue_wait is not None:

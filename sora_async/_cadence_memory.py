@@ -21,10 +21,9 @@ import time
 
 from ._cadence import CadencePolicy
 from ._cadence_store import CadenceStore, StoredCadence, checked
-from ._errors import JournalError
 from ._policy import PollPolicy
 
-__all__ = ["MAX_AGE", "SAVE_EVERY", "CadenceMemory"]
+__all__ = ["LOAD_WAIT", "MAX_AGE", "SAVE_EVERY", "SAVE_WAIT", "CadenceMemory"]
 
 logger = logging.getLogger("sora_async")
 
@@ -39,6 +38,12 @@ observations verify it, polls keep the backoff's pace (see `CadencePolicy`).
 SAVE_EVERY = 300.0
 """Seconds between saves of a verified cadence while it keeps holding."""
 
+LOAD_WAIT = 0.5
+"""The longest a poll waits, in seconds, for the remembered cadence to be read."""
+
+SAVE_WAIT = 5.0
+"""The longest `SoraClient.aclose` waits, in seconds, for the last save of the cadence."""
+
 
 class CadenceMemory:
     """Loads and saves the cadence a client's `CadencePolicy` learns; see the module docstring.
@@ -50,40 +55,49 @@ class CadenceMemory:
         base_url: The API root the cadence belongs to.
     """
 
-    __slots__ = ("_learned_at", "_loaded", "_saved_at", "_saving", "base_url", "policy", "store")
+    __slots__ = ("_learned_at", "_loading", "_saved_at", "_saving", "base_url", "policy", "store")
 
     def __init__(self, policy: PollPolicy, store: CadenceStore | None, base_url: str) -> None:
         self.policy = policy if isinstance(policy, CadencePolicy) else None
         self.store = store if self.policy is not None else None
         self.base_url = base_url
-        self._loaded: asyncio.Future[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
         self._saved_at: float | None = None
         self._learned_at: float | None = None
         self._saving: asyncio.Task[None] | None = None
 
-    async def load(self) -> None:
-        """Adopt the remembered cadence, once, before the first poll; concurrent callers wait for it.
+    async def load(self, deadline: float | None = None) -> None:
+        """Before a poll: start adopting the remembered cadence (once per client) and wait
+        for it at most `LOAD_WAIT` seconds, and never past `deadline` (loop time).
 
-        Never raises for the store's sake: a cadence that cannot be read is
-        none (logged at DEBUG).
+        The load goes on in the background if it takes longer (a slow disk, a
+        journal another process holds): the poll is sent meanwhile, and the
+        cadence is adopted when it comes, unless the policy has learned one by
+        then. Cancelling the poll does not cancel the load. Never raises for
+        the store's sake: a cadence that cannot be read is none (logged at
+        DEBUG).
         """
         if self.store is None:
             return
-        if self._loaded is None:
-            self._loaded = asyncio.get_running_loop().create_future()
-            try:
-                await self._adopt()
-            finally:
-                self._loaded.set_result(None)
-        elif not self._loaded.done():
-            await asyncio.shield(self._loaded)
+        loading = self._loading
+        if loading is None:
+            loading = self._loading = asyncio.get_running_loop().create_task(self._adopt())
+        if loading.done():
+            return
+        wait = LOAD_WAIT
+        if deadline is not None:
+            wait = min(wait, deadline - asyncio.get_running_loop().time())
+        if wait > 0:
+            await asyncio.wait((loading,), timeout=wait)
 
     async def _adopt(self) -> None:
         assert self.store is not None
         assert self.policy is not None
         try:
             stored = checked(await self.store.load_cadence(self.base_url))
-        except (JournalError, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a store of the caller's may fail any way: nothing remembered
             logger.debug("no remembered cadence for %s: %s", self.base_url, exc)
             return
         if stored is None:
@@ -116,7 +130,9 @@ class CadenceMemory:
         self._saved_at = now
         self._saving = asyncio.get_running_loop().create_task(self._save())
 
-    async def _save(self) -> None:
+    async def _save(self, after: asyncio.Task[None] | None = None) -> None:
+        if after is not None:  # one save at a time, in order
+            await asyncio.gather(after, return_exceptions=True)
         assert self.store is not None
         assert self.policy is not None
         learned = self.policy.estimator.learned(verified=True)
@@ -136,14 +152,24 @@ class CadenceMemory:
         )
         try:
             await self.store.save_cadence(self.base_url, cadence)
-        except (JournalError, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # remembering is an optimisation: never the caller's failure
             logger.debug("the cadence for %s could not be remembered: %s", self.base_url, exc)
 
     async def aclose(self) -> None:
-        """Save a verified cadence one last time and wait for any save under way. Never raises
-        for the store's sake."""
+        """Stop a load still running, then save a verified cadence one last time, waiting at
+        most `SAVE_WAIT` seconds for the saves. Never raises for the store's sake."""
+        loading = self._loading
+        if loading is not None and not loading.done():
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
         saving = self._saving
-        if saving is not None and not saving.done():
-            await asyncio.gather(saving, return_exceptions=True)
         if self.store is not None and self.policy is not None and self.policy.estimator.verified:
-            await self._save()
+            saving = self._saving = asyncio.get_running_loop().create_task(self._save(after=saving))
+        if saving is None or saving.done():
+            return
+        done, _ = await asyncio.wait((saving,), timeout=SAVE_WAIT)
+        if not done:
+            saving.cancel()
+            logger.debug("the cadence for %s was not saved within %.0f s", self.base_url, SAVE_WAIT)

@@ -254,6 +254,7 @@ class SoraClient(TaskWaits):
         path = task_path(normalize_task_id(task_id))
         check_timeout(timeout)
         deadline = self._deadline(timeout)
+        await self._remembered(deadline)
         return await self._transport.call("GET", path, None, self._parse_task, retry_idempotent, deadline)
 
     async def create_video(
@@ -680,7 +681,7 @@ class SoraClient(TaskWaits):
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: the engine schedules its own retries."""
-        await self._remembered()
+        await self._remembered(deadline)
         response = await self._transport.send("GET", task_path(task_id), None, deadline)
         return self._parse_task(response), response.retry_after
 

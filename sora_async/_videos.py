@@ -170,9 +170,9 @@ class Videos(TaskWaits):
         """
         path = video_path(normalize_task_id(video_id))
         check_timeout(timeout)
-        return await self._transport.call(
-            "GET", path, None, self._parse, retry_idempotent, self._deadline(timeout)
-        )
+        deadline = self._deadline(timeout)
+        await self._remembered(deadline)
+        return await self._transport.call("GET", path, None, self._parse, retry_idempotent, deadline)
 
     async def generate(
         self,
@@ -354,7 +354,7 @@ class Videos(TaskWaits):
     # --- internals ----------------------------------------------------------
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
-        await self._remembered()
+        await self._remembered(deadline)
         response = await self._transport.send("GET", video_path(task_id), None, deadline)
         return self._parse(response), response.retry_after
 

@@ -89,10 +89,11 @@ class TaskWaits:
             self._memory.note()
         return task
 
-    async def _remembered(self) -> None:
-        """Before a poll: adopt the cadence an earlier process remembered (once per client)."""
+    async def _remembered(self, deadline: float | None) -> None:
+        """Before a poll: adopt the cadence an earlier process remembered (once per client),
+        waiting for it briefly and never past the poll's `deadline`."""
         if self._memory is not None:
-            await self._memory.load()
+            await self._memory.load(deadline)
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> tuple[Task, float | None]:
         """One status request with no resend: (the snapshot, the server's poll hint in seconds)."""
