@@ -63,6 +63,7 @@ class SweepEstimator:
         "_misses",
         "_refuted",
         "_scale",
+        "_wide",
         "agreement",
         "fits",
         "max_period",
@@ -111,6 +112,8 @@ class SweepEstimator:
         self._hold = 0  # narrow brackets to wait for before trying the prior again
         self._refuted = 0  # estimates on probation dropped since the last verified one
         self._brackets: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
+        # Brackets too wide to group, kept while learning to place the prior's phase.
+        self._wide: collections.deque[tuple[float, float]] = collections.deque(maxlen=_WIDE_KEPT)
         self._fresh = 0
         self._misses = 0
         self._confirmations = 0
@@ -179,6 +182,9 @@ class SweepEstimator:
             self._brackets.append((start, end))
             self._fresh += 1
             self._hold -= 1
+        elif self.period is None and self.prior is not None and end - start < self.prior:
+            self._wide.append((start, end))  # still says where a sweep of the prior's grid falls
+            self._fresh += 1
 
     def explains(self, start: float, end: float) -> bool:
         """Whether (start, end] overlaps a predicted refresh window."""
@@ -225,15 +231,13 @@ class SweepEstimator:
         self._fresh = 0
         fit = self._fit()
         if fit is None:
-            if (
-                self.period is None
-                and self._anchor is not None
-                and self.prior is not None
-                and self._hold <= 0
-            ):
+            if self.period is None and self.prior is not None and self._hold <= 0:
                 # Verify rather than discover: take the prior period through the
-                # sweep just placed, as an estimate on probation.
-                self._take(self.prior, *self._anchor)
+                # sweep just placed, or through the phase all recent brackets share
+                # on its grid, as an estimate on probation.
+                window = self._anchor or self._phase_on(self.prior)
+                if window is not None:
+                    self._take(self.prior, *window)
             return
         if self.period is None:
             period, centre = fit
@@ -301,6 +305,7 @@ class SweepEstimator:
         self._misses = 0
         self._confirmations = 0
         self._brackets.clear()
+        self._wide.clear()
         self._fresh = 0
         self._anchor = None
         self._judged.clear()
@@ -328,13 +333,56 @@ class SweepEstimator:
             else:
                 point = end + tolerance
                 groups.append([start - tolerance, point, 1.0])
-        widest = min(self.min_period / 2, _WIDEST_SWEEP * self._scale)
+        widest = _WIDEST_SWEEP * self._scale
         return [
             ((low + high) / 2, (high - low) / 2)
             for low, high, count in groups
             if high - low <= widest
             and (count >= 2 or high - low <= 2 * tolerance + _SINGLE_WIDTH * self._scale)
         ]
+
+    def _phase_on(self, period: float) -> tuple[float, float] | None:
+        """The window, near the latest bracket, where a sweep of the grid of `period` falls if
+        (nearly) every recent bracket holds one; None unless the brackets say so clearly.
+
+        Each bracket narrower than `period` covers an arc of the grid's cycle; a sweep's
+        phase is covered by every bracket, any other point only by chance (by a share of
+        them as large as the arcs). The phase counts when at least `_SHARED` of the
+        brackets cover it and the evidence, the sum of log(period / width) over them,
+        reaches `_EVIDENCE` (a chance of about e**-_EVIDENCE that brackets at random
+        times would agree so well).
+        """
+        tolerance = self.tolerance
+        arcs = [
+            (start - tolerance, end - start + 2 * tolerance)
+            for start, end in itertools.chain(self._brackets, self._wide)
+            if end - start + 2 * tolerance < period
+        ]
+        if len(arcs) < self.min_sweeps:
+            return None
+        events: list[tuple[float, int, float]] = []
+        for start, width in arcs:
+            offset = start % period
+            weight = math.log(period / width)
+            for shift in (0.0, period):  # unwrap the cycle once
+                events.append((offset + shift, 1, weight))
+                events.append((offset + width + shift, -1, -weight))
+        events.sort(key=lambda event: (event[0], -event[1]))
+        depth = best = 0
+        evidence = best_evidence = 0.0
+        region = (0.0, 0.0)
+        for index, (position, delta, weight) in enumerate(events):
+            depth += delta
+            evidence += weight
+            if delta > 0 and depth > best:
+                best, best_evidence = depth, evidence
+                region = (position, events[index + 1][0] if index + 1 < len(events) else position)
+        if best < _SHARED * len(arcs) or best_evidence < _EVIDENCE:
+            return None
+        latest = max(end for _, end in itertools.chain(self._brackets, self._wide))
+        low, high = region
+        cycle = math.floor((latest - low % period) / period) * period
+        return low % period + cycle, low % period + cycle + (high - low)
 
     def _fit(self) -> tuple[float, float] | None:
         """(period, centre of the latest sweep) that explains enough recent sweeps, or None.
@@ -402,6 +450,11 @@ def _on_grid(
 # Wider brackets are not grouped into sweeps: two of them could overlap though each
 # holds a different sweep (for any period above twice this).
 _WIDEST_BRACKET = 7.5
+# The prior's phase from brackets of any width below its period: this share of them must
+# share the phase, with this much evidence (nats); the last _WIDE_KEPT wide ones are kept.
+_SHARED = 0.9
+_EVIDENCE = 5.0
+_WIDE_KEPT = 64
 # The max_period at which the constants in seconds here hold as they are; below it they shrink.
 _SCALE_PERIOD = 60.0
 # Narrow brackets windows must explain, each in another sweep, none missed, to verify an
