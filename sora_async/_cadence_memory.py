@@ -55,20 +55,22 @@ class CadenceMemory:
         base_url: The API root the cadence belongs to.
     """
 
-    __slots__ = ("_learned_at", "_loading", "_saved_at", "_saving", "base_url", "policy", "store")
+    __slots__ = ("_learned_at", "_load_by", "_loading", "_saved_at", "_saving", "base_url", "policy", "store")
 
     def __init__(self, policy: PollPolicy, store: CadenceStore | None, base_url: str) -> None:
         self.policy = policy if isinstance(policy, CadencePolicy) else None
         self.store = store if self.policy is not None else None
         self.base_url = base_url
         self._loading: asyncio.Task[None] | None = None
+        self._load_by = 0.0
         self._saved_at: float | None = None
         self._learned_at: float | None = None
         self._saving: asyncio.Task[None] | None = None
 
     async def load(self, deadline: float | None = None) -> None:
         """Before a poll: start adopting the remembered cadence (once per client) and wait
-        for it at most `LOAD_WAIT` seconds, and never past `deadline` (loop time).
+        for it until `LOAD_WAIT` seconds after the first poll asked, and at most a quarter
+        of the time left before `deadline` (loop time), so that the poll keeps the rest.
 
         The load goes on in the background if it takes longer (a slow disk, a
         journal another process holds): the poll is sent meanwhile, and the
@@ -79,14 +81,16 @@ class CadenceMemory:
         """
         if self.store is None:
             return
+        loop = asyncio.get_running_loop()
         loading = self._loading
         if loading is None:
-            loading = self._loading = asyncio.get_running_loop().create_task(self._adopt())
+            loading = self._loading = loop.create_task(self._adopt())
+            self._load_by = loop.time() + LOAD_WAIT
         if loading.done():
             return
-        wait = LOAD_WAIT
-        if deadline is not None:
-            wait = min(wait, deadline - asyncio.get_running_loop().time())
+        wait = self._load_by - loop.time()  # every poll waits only until then
+        if deadline is not None:  # and leaves itself most of the time that is left
+            wait = min(wait, (deadline - loop.time()) / 4)
         if wait > 0:
             await asyncio.wait((loading,), timeout=wait)
 
