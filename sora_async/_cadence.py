@@ -50,6 +50,15 @@ class SweepEstimator:
         min_sweeps: How many distinct sweeps, at least two periods apart,
             must agree before the estimate is trusted.
         agreement: The share of the recent sweeps the estimate must explain.
+        prior: The period to try first, in seconds, or None to learn from the
+            brackets alone.
+
+    Raises:
+        ValueError: An argument is out of range: periods not finite with
+            0 < min_period < max_period, a tolerance of a quarter of
+            min_period or more, min_sweeps or window not whole numbers,
+            agreement outside (0, 1], a prior outside [min_period,
+            max_period].
     """
 
     __slots__ = (
@@ -92,8 +101,10 @@ class SweepEstimator:
             raise ValueError("need 0 < min_period < max_period, finite")
         if not 0 <= tolerance < min_period / 4:
             raise ValueError("tolerance must be >= 0 and below a quarter of min_period")
-        if min_sweeps < 2 or window < min_sweeps or not 0 < agreement <= 1:
-            raise ValueError("need min_sweeps >= 2, window >= min_sweeps and 0 < agreement <= 1")
+        if not (_count(min_sweeps, 2) and _count(window, min_sweeps) and 0 < agreement <= 1):
+            raise ValueError(
+                "need whole numbers min_sweeps >= 2 and window >= min_sweeps, and 0 < agreement <= 1"
+            )
         if prior is not None and not min_period <= prior <= max_period:
             raise ValueError("prior must be None or within [min_period, max_period]")
         self.min_period = min_period
@@ -412,6 +423,8 @@ class SweepEstimator:
             recent = sweeps[-_GAPS_USED - 1 :]
             for (before, _), (after, _) in itertools.pairwise(recent):
                 gap = after - before
+                if gap > _LONGEST_GAP * self.max_period:
+                    continue  # sweeps far apart: too many ways to divide the gap, too little said
                 for k in range(1, int(gap / self.min_period) + 1):
                     period = gap / k
                     if period <= self.max_period:
@@ -480,8 +493,15 @@ _SINGLE_WIDTH = 1.0
 _FIT_SLACK = 0.25
 _RESOLUTION = 0.05
 _SWEEPS_USED = 16
+# Gaps between sweeps longer than this many max_periods propose no candidate period.
+_LONGEST_GAP = 2
 _GAPS_USED = 8
 _REFIT_EVERY = 5
+
+
+def _count(value: object, minimum: int) -> bool:
+    """Whether `value` is a whole number (not a bool) of at least `minimum`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _end(bracket: tuple[float, float]) -> float:
@@ -568,6 +588,12 @@ class CadencePolicy(PollPolicy):
         queue_trust: The share of the upstream's queue-wait estimate to skip.
         max_queue_skip: The longest a queue-wait estimate may push a poll out.
         Other arguments: as for `PollPolicy`, for the fallback.
+
+    Raises:
+        ValueError: An argument is out of range: a rate or share outside
+            [0, 1], a probe_gap not > 0, a negative or infinite guard,
+            probe_lead, queue_trust or max_queue_skip, min_probe_tasks not a
+            whole number >= 1, or what `PollPolicy` refuses.
     """
 
     __slots__ = (
@@ -621,6 +647,16 @@ class CadencePolicy(PollPolicy):
             probe_gap = min(1.0, initial_interval / 2)
         if not (probe_gap > 0 and math.isfinite(probe_gap)):
             raise ValueError("probe_gap must be > 0")
+        for name, value in (
+            ("guard", guard),
+            ("probe_lead", probe_lead),
+            ("queue_trust", queue_trust),
+            ("max_queue_skip", max_queue_skip),
+        ):
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be >= 0 and finite")
+        if not _count(min_probe_tasks, 1):
+            raise ValueError("min_probe_tasks must be a whole number >= 1")
         self.estimator = estimator if estimator is not None else SweepEstimator()
         self.guard = guard
         self.probe_rate = probe_rate
@@ -684,7 +720,8 @@ class CadencePolicy(PollPolicy):
                 and len(self._waits) >= self.min_probe_tasks
             ):
                 # Spread the polls of tasks created together while learning.
-                fallback *= 1.0 + self.learning_jitter * (2.0 * self.random() - 1.0)
+                spread = 1.0 + self.learning_jitter * (2.0 * self.random() - 1.0)
+                fallback = min(self.max_interval, fallback * spread)
             return max(fallback, skip)
         if estimator.verified and self._learning_polls:
             self._learning_polls = self._probes = 0  # learning succeeded: next time, probe afresh

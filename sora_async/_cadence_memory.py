@@ -83,7 +83,7 @@ class CadenceMemory:
             return
         loop = asyncio.get_running_loop()
         loading = self._loading
-        if loading is None:
+        if loading is None or (not loading.done() and loading.get_loop() is not loop):
             loading = self._loading = loop.create_task(self._adopt())
             self._load_by = loop.time() + LOAD_WAIT
         if loading.done():
@@ -108,7 +108,7 @@ class CadenceMemory:
             return
         wall, loop_now = time.time(), asyncio.get_running_loop().time()
         age = wall - stored.verified_at
-        if not -60.0 <= age <= MAX_AGE:
+        if not -60.0 <= age <= MAX_AGE or abs(stored.phase - stored.verified_at) > MAX_AGE:
             logger.debug("the remembered cadence for %s is %.0f s old: not used", self.base_url, age)
             return
         estimator = self.policy.estimator
@@ -164,11 +164,14 @@ class CadenceMemory:
     async def aclose(self) -> None:
         """Stop a load still running, then save a verified cadence one last time, waiting at
         most `SAVE_WAIT` seconds for the saves. Never raises for the store's sake."""
+        loop = asyncio.get_running_loop()
         loading = self._loading
-        if loading is not None and not loading.done():
+        if loading is not None and not loading.done() and loading.get_loop() is loop:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
         saving = self._saving
+        if saving is not None and saving.get_loop() is not loop:
+            saving = None  # left on a loop that is gone: nothing to wait for here
         if self.store is not None and self.policy is not None and self.policy.estimator.verified:
             saving = self._saving = asyncio.get_running_loop().create_task(self._save(after=saving))
         if saving is None or saving.done():

@@ -224,13 +224,19 @@ class SoraClient(TaskWaits):
         try:
             await self._transport.aclose()
         finally:
-            await self._memory.aclose()
-            journal = self._journal
-            if journal is not None:
-                try:
-                    await (journal.aclose() if self._owns_journal else journal.flush())
-                except JournalError as exc:  # only snapshots were waiting; the next poll sees them again
-                    logger.error("the journal could not be flushed on close: %s", exc)
+            try:
+                await self._memory.aclose()
+            finally:
+                await self._close_journal()
+
+    async def _close_journal(self) -> None:
+        """Flush the journal, and close it if the client opened it."""
+        journal = self._journal
+        if journal is not None:
+            try:
+                await (journal.aclose() if self._owns_journal else journal.flush())
+            except JournalError as exc:  # only snapshots were waiting; the next poll sees them again
+                logger.error("the journal could not be flushed on close: %s", exc)
 
     # --- tasks -------------------------------------------------------------
 

@@ -234,10 +234,15 @@ def test_a_bracket_wider_than_the_longest_period_is_ignored() -> None:
         {"min_sweeps": 1},
         {"agreement": 0.0},
         {"window": 1},
+        {"min_sweeps": 2.5},
+        {"window": 200.0},
+        {"prior": 0.0},
+        {"prior": math.nan},
+        {"prior": 100.0},  # above max_period
     ],
 )
 def test_estimator_arguments_are_checked(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=r"need|tolerance"):
+    with pytest.raises(ValueError, match=r"need|tolerance|prior"):
         SweepEstimator(**kwargs)  # type: ignore[arg-type]
 
 
@@ -348,6 +353,15 @@ def test_probes_while_learning_stay_within_their_share_and_wane_without_sweeps()
     assert product <= 1.1 * backoff_sent * sum(backoff_lags) / len(backoff_lags)
 
 
+def test_while_learning_many_waits_never_poll_later_than_max_interval() -> None:
+    """The learning spread makes delays shorter or longer, but never past `max_interval`."""
+    policy = CadencePolicy(random=random.Random(14).random)
+    waits = [policy.for_task() for _ in range(10)]
+    delays = [wait.next_delay(polls, now=polls * 20.0) for wait in waits for polls in range(1, 40)]
+    assert max(delays) <= 15.0
+    assert min(delays[20:]) < 12.0  # spread: not all at the cap
+
+
 def test_verified_polls_go_just_after_the_next_window() -> None:
     policy = CadencePolicy(random=lambda: 0.5, probe_rate=0.0)
     policy.estimator = verified_estimator()
@@ -422,6 +436,14 @@ def test_a_retry_after_wins_over_the_cadence() -> None:
         {"probe_share": 2.0},
         {"probe_gap": 0.0},
         {"probe_gap": math.nan},
+        {"guard": -0.1},
+        {"guard": math.inf},
+        {"probe_lead": math.nan},
+        {"queue_trust": -1.0},
+        {"max_queue_skip": math.nan},
+        {"min_probe_tasks": 0},
+        {"min_probe_tasks": 2.5},
+        {"min_probe_tasks": True},
     ],
 )
 def test_policy_arguments_are_checked(kwargs: dict[str, float]) -> None:
