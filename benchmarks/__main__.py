@@ -6,6 +6,7 @@ import datetime
 import os
 import pathlib
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -33,6 +34,9 @@ def version(package: str) -> str:
 
 
 def main() -> None:
+    # Benchmarks talk to loopback servers only: what a client learns of their cadence
+    # is kept in a folder of its own, never in the user's state folder.
+    os.environ.setdefault("SORA_ASYNC_STATE_DIR", tempfile.mkdtemp(prefix="sora-bench-state-"))
     started = time.monotonic()
     sections: list[tuple[str, Callable[[], list[str]]]] = [
         ("Decode", decode.main),

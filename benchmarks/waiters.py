@@ -16,7 +16,7 @@ import sys
 
 import aiohttp
 
-from sora_async import PollPolicy, SoraClient
+from sora_async import CadencePolicy, SoraClient
 
 from ._harness import admin, median, rss_bytes, server_process, sleeping_task_baseline
 
@@ -24,10 +24,14 @@ from ._harness import admin, median, rss_bytes, server_process, sleeping_task_ba
 async def waiters(count: int, url: str, step: int) -> float:
     """RSS growth per waiter; `step` waiters are started at a time, each step once they have polled."""
     ids = admin(url, "/_fake/tasks", {"count": count, "never_finish": True})["task_ids"]
-    # A long interval, so that once every waiter has polled nothing is in
-    # flight and RSS shows what a waiter keeps between polls.
-    poll = PollPolicy(initial_interval=60.0, max_interval=60.0)
-    async with SoraClient("bench-key", base_url=url) as client, aiohttp.ClientSession() as stats:
+    # The default kind of policy, a CadencePolicy that keeps a view per wait, with a long
+    # interval, so that once every waiter has polled nothing is in flight and RSS shows
+    # what a waiter keeps between polls.
+    poll = CadencePolicy(initial_interval=60.0, max_interval=60.0)
+    async with (
+        SoraClient("bench-key", base_url=url, poll=poll, remember_cadence=False) as client,
+        aiohttp.ClientSession() as stats,
+    ):
 
         async def polled_at_least(requests: int) -> None:
             while True:
@@ -42,9 +46,7 @@ async def waiters(count: int, url: str, step: int) -> float:
         running: list[asyncio.Task[object]] = []
         for start in range(0, count, step):
             batch = ids[start : start + step]
-            running += [
-                asyncio.create_task(client.wait_until_done(t, timeout=None, poll=poll)) for t in batch
-            ]
+            running += [asyncio.create_task(client.wait_until_done(t, timeout=None)) for t in batch]
             await polled_at_least(1 + start + len(batch))
         await asyncio.sleep(0.5)
         gc.collect()
