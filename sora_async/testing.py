@@ -298,8 +298,11 @@ class FakeSoraServer:
         fail_reason: The `fail_reason` of tasks that end in FAILURE.
         advance: "poll" moves a task one state forward per answered query;
             "clock" moves it one state per `step_seconds` since creation;
-            "sweep" does the same, but a task shows only what the gateway's
-            last refresh sweep saw (every `sweep_seconds`, from `sweep_phase`).
+            "sweep" shows only what the gateway's last refresh sweep saw
+            (every `sweep_seconds`, from `sweep_phase`): the first state until
+            the first sweep after the create, the second at that sweep (the
+            gateway replacing the create's answer with the upstream's), and
+            one state further per `step_seconds` after it.
         step_seconds: The length of one state in "clock" and "sweep" modes.
         sweep_seconds: The gateway's refresh period in "sweep" mode.
         sweep_phase: When the sweeps happen; random (from `seed`) if not given.
@@ -783,11 +786,17 @@ class FakeSoraServer:
             step = task.served
         else:
             now = self.clock()
-            if self.advance == "sweep":  # what the last refresh sweep saw, like the real gateway
-                period = self.sweep_seconds
-                now = self.sweep_phase + math.floor((now - self.sweep_phase) / period) * period
             step_seconds = task.step_seconds if task.step_seconds is not None else self.step_seconds
-            step = max(0, int((now - task.created_at) / step_seconds))
+            if self.advance == "sweep":  # what the last refresh sweep saw, like the real gateway
+                # The first sweep after the create replaces the create's answer with the
+                # upstream's state (the timeline's second); each later one shows the state
+                # reached by then, one per step_seconds since that first sweep.
+                period, phase = self.sweep_seconds, self.sweep_phase
+                last = phase + math.floor((now - phase) / period) * period
+                first = phase + math.ceil((task.created_at - phase) / period) * period
+                step = 0 if last < first else 1 + int((last - first) / step_seconds)
+            else:
+                step = max(0, int((now - task.created_at) / step_seconds))
         return task.timeline[min(step, len(task.timeline) - 1)]
 
     def _new_task_id(self) -> str:
