@@ -842,8 +842,9 @@ class _TaskCadence:
                 self.after_probe = math.inf
                 return policy.probe_gap
             estimator = policy.estimator
-            if math.isinf(after) and estimator.confident and queue_wait is None:
+            if math.isinf(after) and estimator.verified and queue_wait is None:
                 return max(0.05, estimator.next_poll_time(now, policy.guard) - now)
+            # On probation the policy's own rule places the next poll: the backoff's pace.
             if after > now and not math.isinf(after):
                 return after - now
         delay = policy.next_delay(polls, retry_after=retry_after, now=now, queue_wait=queue_wait)
