@@ -54,7 +54,8 @@ class SweepEstimator:
             brackets alone.
 
     Raises:
-        ValueError: An argument is out of range: periods not finite with
+        ValueError: An argument is not a number (a bool counts as none) or
+            is out of range: periods not finite with
             0 < min_period < max_period, a tolerance of a quarter of
             min_period or more, min_sweeps or window not whole numbers,
             agreement outside (0, 1], a prior outside [min_period,
@@ -97,13 +98,21 @@ class SweepEstimator:
         agreement: float = 0.8,
         prior: float | None = GATEWAY_REFRESH_SECONDS,
     ) -> None:
+        _numbers(min_period=min_period, max_period=max_period, tolerance=tolerance, agreement=agreement)
+        if prior is not None:
+            _numbers(prior=prior)
         if not 0 < min_period < max_period or not math.isfinite(max_period):
             raise ValueError("need 0 < min_period < max_period, finite")
         if not 0 <= tolerance < min_period / 4:
             raise ValueError("tolerance must be >= 0 and below a quarter of min_period")
-        if not (_count(min_sweeps, 2) and _count(window, min_sweeps) and 0 < agreement <= 1):
+        if not (
+            _count(min_sweeps, 2)
+            and _count(window, min_sweeps)
+            and window <= _MAX_WINDOW
+            and 0 < agreement <= 1
+        ):
             raise ValueError(
-                "need whole numbers min_sweeps >= 2 and window >= min_sweeps, and 0 < agreement <= 1"
+                "need whole numbers 2 <= min_sweeps <= window <= 100,000, and 0 < agreement <= 1"
             )
         if prior is not None and not min_period <= prior <= max_period:
             raise ValueError("prior must be None or within [min_period, max_period]")
@@ -493,10 +502,19 @@ _SINGLE_WIDTH = 1.0
 _FIT_SLACK = 0.25
 _RESOLUTION = 0.05
 _SWEEPS_USED = 16
+# The most brackets an estimator may keep.
+_MAX_WINDOW = 100_000
 # Gaps between sweeps longer than this many max_periods propose no candidate period.
 _LONGEST_GAP = 2
 _GAPS_USED = 8
 _REFIT_EVERY = 5
+
+
+def _numbers(**values: object) -> None:
+    """Raise ValueError unless every value is a real number (an int or a float, not a bool)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, not {type(value).__name__}")
 
 
 def _count(value: object, minimum: int) -> bool:
@@ -590,10 +608,13 @@ class CadencePolicy(PollPolicy):
         Other arguments: as for `PollPolicy`, for the fallback.
 
     Raises:
-        ValueError: An argument is out of range: a rate or share outside
-            [0, 1], a probe_gap not > 0, a negative or infinite guard,
-            probe_lead, queue_trust or max_queue_skip, min_probe_tasks not a
-            whole number >= 1, or what `PollPolicy` refuses.
+        ValueError: An argument is not a number (a bool counts as none) or
+            is out of range: a rate or share outside [0, 1], a probe_gap not
+            > 0, a negative or infinite guard, probe_lead, queue_trust or
+            max_queue_skip, a guard or probe_lead not below the estimator's
+            min_period, min_probe_tasks not a whole number >= 1, or what
+            `PollPolicy` refuses.
+        TypeError: `estimator` is not a `SweepEstimator`.
     """
 
     __slots__ = (
@@ -636,6 +657,23 @@ class CadencePolicy(PollPolicy):
         jitter: float = 0.1,
         random: Random | None = None,
     ) -> None:
+        _numbers(
+            initial_interval=initial_interval,
+            max_interval=max_interval,
+            multiplier=multiplier,
+            jitter=jitter,
+            guard=guard,
+            probe_rate=probe_rate,
+            probe_lead=probe_lead,
+            learning_jitter=learning_jitter,
+            probe_share=probe_share,
+            queue_trust=queue_trust,
+            max_queue_skip=max_queue_skip,
+        )
+        if probe_gap is not None:
+            _numbers(probe_gap=probe_gap)
+        if estimator is not None and not isinstance(estimator, SweepEstimator):
+            raise TypeError("estimator must be a SweepEstimator")
         super().__init__(initial_interval, max_interval, multiplier=multiplier, jitter=jitter, random=random)
         if not 0 <= probe_rate <= 1:
             raise ValueError("probe_rate must be between 0 and 1")
@@ -657,7 +695,10 @@ class CadencePolicy(PollPolicy):
                 raise ValueError(f"{name} must be >= 0 and finite")
         if not _count(min_probe_tasks, 1):
             raise ValueError("min_probe_tasks must be a whole number >= 1")
+
         self.estimator = estimator if estimator is not None else SweepEstimator()
+        if guard >= self.estimator.min_period or probe_lead >= self.estimator.min_period:
+            raise ValueError("guard and probe_lead must be below the estimator's min_period")
         self.guard = guard
         self.probe_rate = probe_rate
         self.probe_lead = probe_lead

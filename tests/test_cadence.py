@@ -239,10 +239,13 @@ def test_a_bracket_wider_than_the_longest_period_is_ignored() -> None:
         {"prior": 0.0},
         {"prior": math.nan},
         {"prior": 100.0},  # above max_period
+        {"tolerance": True},
+        {"agreement": "0.8"},
+        {"window": 10**30},
     ],
 )
 def test_estimator_arguments_are_checked(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=r"need|tolerance|prior"):
+    with pytest.raises(ValueError, match=r"need|tolerance|prior|number"):
         SweepEstimator(**kwargs)  # type: ignore[arg-type]
 
 
@@ -444,11 +447,21 @@ def test_a_retry_after_wins_over_the_cadence() -> None:
         {"min_probe_tasks": 0},
         {"min_probe_tasks": 2.5},
         {"min_probe_tasks": True},
+        {"guard": True},
+        {"probe_rate": "0.1"},
+        {"probe_lead": None},
+        {"guard": 1e30},  # finite, but past the estimator's min_period: a poll storm once verified
+        {"probe_lead": 1e6},
     ],
 )
 def test_policy_arguments_are_checked(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=r"must be"):
+    with pytest.raises(ValueError, match=r"must be|below"):
         CadencePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_estimator_that_is_not_one_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="SweepEstimator"):
+        CadencePolicy(estimator="15")  # type: ignore[arg-type]
 
 
 def test_the_default_probe_gap_scales_with_a_short_initial_interval() -> None:
