@@ -75,7 +75,6 @@ class SweepEstimator:
         "_scale",
         "_wide",
         "agreement",
-        "fits",
         "max_period",
         "min_period",
         "min_sweeps",
@@ -138,8 +137,6 @@ class SweepEstimator:
         self._misses = 0
         self._confirmations = 0
         self._confirmed = math.nan  # the window of the last confirmation
-        self.fits = 0
-        """How many fits have run (each costs one bounded pass; see the class docstring)."""
         self.period: float | None = None
         """The learned period in seconds, or None while not confident."""
         self.phase_start = 0.0
@@ -413,7 +410,6 @@ class SweepEstimator:
         period is refined, so that a drifting phase is followed without
         jumping to a multiple.
         """
-        self.fits += 1
         resolution = _RESOLUTION * self._scale
         fit_slack = _FIT_SLACK * self._scale
         placed = self._sweeps()
@@ -813,10 +809,10 @@ class CadencePolicy(PollPolicy):
         self._probes += 1
         return True
 
-    def _probe(self, now: float, delay: float) -> tuple[float, float | None, bool] | None:
+    def _probe(self, now: float, delay: float) -> tuple[float, bool] | None:
         """A probe instead of the regular poll `delay` from `now`, if one is due: (when to
-        send it, when to poll after it or None for `probe_gap` later, whether it goes well
-        before the predicted window).
+        send it, whether it goes well before the predicted window). The wait polls again
+        `probe_gap` after it.
 
         Once confident, `probe_rate` of the waits probe somewhere from
         `probe_lead` before the predicted window to `probe_lead` after it, and
@@ -839,9 +835,9 @@ class CadencePolicy(PollPolicy):
             at = end - width - self.probe_lead + reach * self.random()
             if at < now + self.probe_gap / 2:
                 return None
-            return at, None, at < end - width - estimator.nudge
+            return at, at < end - width - estimator.nudge
         if delay >= 2 * self.probe_gap and self._take_probe():
-            return now + delay - self.probe_gap, None, False  # just before the regular poll
+            return now + delay - self.probe_gap, False  # just before the regular poll
         return None
 
     def __repr__(self) -> str:
@@ -857,8 +853,8 @@ class _TaskCadence:
     def __init__(self, policy: CadencePolicy) -> None:
         self.policy = policy
         self.after_probe: float | None = None
-        """After a probe: the poll that follows it, as a time; NaN for `probe_gap` later;
-        infinity for just after the next predicted window (once the pair is sent)."""
+        """After a probe: NaN while its pair (`probe_gap` later) is due; infinity once the
+        pair is sent (verified, the next poll then goes just after the window, not probing)."""
         self.early = False
         """Whether the poll in flight is a probe sent well before the predicted window."""
 
@@ -886,14 +882,12 @@ class _TaskCadence:
             if math.isinf(after) and estimator.verified and queue_wait is None:
                 return max(0.05, estimator.next_poll_time(now, policy.guard) - now)
             # On probation the policy's own rule places the next poll: the backoff's pace.
-            if after > now and not math.isinf(after):
-                return after - now
         delay = policy.next_delay(polls, retry_after=retry_after, now=now, queue_wait=queue_wait)
         if retry_after is not None or now is None or queue_wait is not None:
             return delay
         probe = policy._probe(now, delay)
         if probe is None:
             return delay
-        at, follow, self.early = probe
-        self.after_probe = math.nan if follow is None else follow
+        at, self.early = probe
+        self.after_probe = math.nan
         return at - now
